@@ -1,0 +1,288 @@
+//! Learning tokens from login responses (SPEC §2).
+//!
+//! A capture route is forwarded without authentication; on a 2xx answer the issued
+//! token is read from the response (a JSON field, a header or a `Set-Cookie`), and the
+//! caller ([`crate::gate`]) verifies and stores it before the response goes back
+//! unchanged. This module owns the reading: where the token is, and how much of a body
+//! may be read to find it ([`MAX_CAPTURE_BODY`]).
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, SET_COOKIE};
+use http::Response;
+use http_body_util::BodyExt;
+
+use crate::body::{Body, Prefixed};
+
+/// The most of a JSON response read to find a token; beyond it the response passes
+/// through untouched and nothing is captured.
+pub const MAX_CAPTURE_BODY: usize = 1024 * 1024;
+
+/// Where a capture route's response carries the issued token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureSource {
+    /// `json:<JSON pointer>` (RFC 6901) into the response body.
+    Json(String),
+    /// `header:NAME`: the token, optionally after `Bearer `.
+    Header(HeaderName),
+    /// `cookie:NAME`: a `Set-Cookie` of that name.
+    Cookie(String),
+}
+
+impl CaptureSource {
+    /// Parses `json:/ptr`, `header:NAME` or `cookie:NAME`.
+    pub fn parse(text: &str) -> Result<CaptureSource, String> {
+        match text.split_once(':') {
+            Some(("json", ptr)) if ptr.is_empty() || ptr.starts_with('/') => {
+                Ok(CaptureSource::Json(ptr.to_string()))
+            }
+            Some(("json", ptr)) => Err(format!(
+                "{ptr:?} is not a JSON pointer (it must start with /)"
+            )),
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(CaptureSource::Header)
+                .map_err(|_| format!("{name:?} is not a valid header name")),
+            Some(("cookie", name)) if crate::extract::valid_cookie_name(name) => {
+                Ok(CaptureSource::Cookie(name.into()))
+            }
+            Some(("cookie", name)) => Err(format!("{name:?} is not a valid cookie name")),
+            _ => Err(format!(
+                "{text:?} is not json:<pointer>, header:NAME or cookie:NAME"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CaptureSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureSource::Json(p) => write!(f, "json:{p}"),
+            CaptureSource::Header(h) => write!(f, "header:{h}"),
+            CaptureSource::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
+/// Why nothing was captured from a 2xx response. Logged and counted, never silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureMiss {
+    /// The configured field, header or cookie is absent or empty.
+    #[error("the response carries no token at the configured place")]
+    NotFound,
+    /// The body is not JSON.
+    #[error("the response body is not JSON")]
+    NotJson,
+    /// The body is larger than [`MAX_CAPTURE_BODY`].
+    #[error("the response body is larger than the capture bound")]
+    TooLarge,
+    /// The body could not be read from the backend.
+    #[error("the response body could not be read")]
+    BodyError,
+    /// The header or cookie appears more than once.
+    #[error("the response carries more than one token")]
+    Ambiguous,
+}
+
+impl CaptureMiss {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CaptureMiss::NotFound => "not_found",
+            CaptureMiss::NotJson => "not_json",
+            CaptureMiss::TooLarge => "too_large",
+            CaptureMiss::BodyError => "body_error",
+            CaptureMiss::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+/// Reads the token out of a 2xx response; returns the response to send on (its body
+/// re-assembled if it had to be read) and the token or why there is none.
+pub async fn take_token(
+    source: &CaptureSource,
+    response: Response<Body>,
+) -> (Response<Body>, Result<String, CaptureMiss>) {
+    match source {
+        CaptureSource::Header(name) => {
+            let token = from_header(response.headers(), name);
+            (response, token)
+        }
+        CaptureSource::Cookie(name) => {
+            let token = from_set_cookie(response.headers(), name);
+            (response, token)
+        }
+        CaptureSource::Json(pointer) => from_json_body(pointer, response).await,
+    }
+}
+
+fn from_header(headers: &HeaderMap, name: &HeaderName) -> Result<String, CaptureMiss> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or(CaptureMiss::NotFound)?;
+    if values.next().is_some() {
+        return Err(CaptureMiss::Ambiguous);
+    }
+    let value = value.to_str().map_err(|_| CaptureMiss::NotFound)?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    };
+    non_empty(token)
+}
+
+fn from_set_cookie(headers: &HeaderMap, name: &str) -> Result<String, CaptureMiss> {
+    let mut found = None;
+    for value in headers.get_all(SET_COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        let Ok(cookie) = cookie::Cookie::parse(text) else {
+            continue;
+        };
+        if cookie.name() != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(CaptureMiss::Ambiguous);
+        }
+        found = Some(cookie.value().to_string());
+    }
+    non_empty(&found.ok_or(CaptureMiss::NotFound)?)
+}
+
+fn non_empty(token: &str) -> Result<String, CaptureMiss> {
+    if token.is_empty() {
+        Err(CaptureMiss::NotFound)
+    } else {
+        Ok(token.to_string())
+    }
+}
+
+/// Finds the token at a JSON pointer in a body.
+pub fn from_json(body: &[u8], pointer: &str) -> Result<String, CaptureMiss> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| CaptureMiss::NotJson)?;
+    match value.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => non_empty(s),
+        _ => Err(CaptureMiss::NotFound),
+    }
+}
+
+async fn from_json_body(
+    pointer: &str,
+    response: Response<Body>,
+) -> (Response<Body>, Result<String, CaptureMiss>) {
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_CAPTURE_BODY as u64) {
+        return (response, Err(CaptureMiss::TooLarge));
+    }
+    let (parts, mut body) = response.into_parts();
+    let mut buffer = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    buffer.extend_from_slice(data);
+                }
+                // Trailers, if any, are not JSON; they are dropped like hop-by-hop data.
+                if buffer.len() > MAX_CAPTURE_BODY {
+                    let rest = Prefixed::new(buffer.freeze(), body);
+                    return (
+                        Response::from_parts(parts, crate::body::boxed(rest)),
+                        Err(CaptureMiss::TooLarge),
+                    );
+                }
+            }
+            Some(Err(_)) => {
+                // The backend broke the body; send what we have and let the client see
+                // the truncation as it would have without us.
+                let bytes: Bytes = buffer.freeze();
+                return (
+                    Response::from_parts(parts, crate::body::full(bytes)),
+                    Err(CaptureMiss::BodyError),
+                );
+            }
+        }
+    }
+    let bytes = buffer.freeze();
+    let token = from_json(&bytes, pointer);
+    (Response::from_parts(parts, crate::body::full(bytes)), token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn sources_parse_and_display() {
+        for s in [
+            "json:/access_token",
+            "json:/data/0/token",
+            "header:X-Token",
+            "cookie:access_token",
+        ] {
+            let parsed = CaptureSource::parse(s).unwrap();
+            assert_eq!(parsed.to_string().to_lowercase(), s.to_lowercase());
+        }
+        for bad in ["json:access_token", "body:x", "cookie:a;b", "header:a b"] {
+            assert!(CaptureSource::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_pointer_finds_nested_strings_only() {
+        let body = br#"{"access_token":"t1","data":{"tokens":["t2"]},"n":5}"#;
+        assert_eq!(from_json(body, "/access_token"), Ok("t1".into()));
+        assert_eq!(from_json(body, "/data/tokens/0"), Ok("t2".into()));
+        assert_eq!(from_json(body, "/n"), Err(CaptureMiss::NotFound));
+        assert_eq!(from_json(body, "/missing"), Err(CaptureMiss::NotFound));
+        assert_eq!(
+            from_json(b"<html>", "/access_token"),
+            Err(CaptureMiss::NotJson)
+        );
+    }
+
+    #[test]
+    fn set_cookie_is_parsed_with_attributes() {
+        let mut h = HeaderMap::new();
+        h.append(SET_COOKIE, HeaderValue::from_static("other=x; Path=/"));
+        h.append(
+            SET_COOKIE,
+            HeaderValue::from_static("access_token=tok; Path=/; HttpOnly; Secure; SameSite=Lax"),
+        );
+        assert_eq!(from_set_cookie(&h, "access_token"), Ok("tok".into()));
+        h.append(SET_COOKIE, HeaderValue::from_static("access_token=tok2"));
+        assert_eq!(
+            from_set_cookie(&h, "access_token"),
+            Err(CaptureMiss::Ambiguous)
+        );
+        assert_eq!(
+            from_set_cookie(&HeaderMap::new(), "access_token"),
+            Err(CaptureMiss::NotFound)
+        );
+    }
+
+    #[test]
+    fn header_accepts_raw_or_bearer() {
+        let name = HeaderName::from_static("x-token");
+        let mut h = HeaderMap::new();
+        h.insert(&name, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(from_header(&h, &name), Ok("abc".into()));
+        h.insert(&name, HeaderValue::from_static("abc"));
+        assert_eq!(from_header(&h, &name), Ok("abc".into()));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_bound_passes_through_whole() {
+        let big = vec![b'x'; MAX_CAPTURE_BODY + 10];
+        let response = Response::new(crate::body::full(big.clone()));
+        let (response, token) = take_token(&CaptureSource::Json("/t".into()), response).await;
+        assert_eq!(token, Err(CaptureMiss::TooLarge));
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.len(), big.len());
+    }
+}

@@ -1,0 +1,252 @@
+//! The command line (SPEC §3): parsing with clap, and one function per subcommand.
+//!
+//! `main` parses, starts tracing and calls [`run`]; everything a subcommand does lives
+//! in the library so that tests can drive it. Start-up errors are `anyhow` errors that
+//! `main` prints as one line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::strategy::SessionMeta;
+
+/// tokengate: an authentication sidecar that makes JWTs revocable.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $TOKENGATE_CONFIG, else tokengate.toml]
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENGATE_CONFIG",
+        default_value = "tokengate.toml",
+        hide_default_value = true,
+        hide_env = true
+    )]
+    pub config: PathBuf,
+    /// Log format [default: text on a terminal, json otherwise]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the main job).
+    Serve,
+    /// Validate the config, print a summary, exit 0 or 1.
+    CheckConfig,
+    /// Manage tokens and sessions in the store a running proxy uses.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Delete expired rows now.
+    Prune,
+    /// A runnable walkthrough: a built-in sample backend behind the proxy.
+    Demo(DemoArgs),
+}
+
+/// `tokengate tokens ...`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// List a user's live sessions (no raw tokens).
+    List {
+        /// The user id (the token's user claim).
+        #[arg(long)]
+        user: String,
+    },
+    /// Verify and register a token issued out of band.
+    Add {
+        /// The JWT.
+        #[arg(long)]
+        token: String,
+    },
+    /// Revoke every token of a user, or one session.
+    Revoke(RevokeArgs),
+}
+
+/// What `tokens revoke` revokes.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RevokeArgs {
+    /// Revoke every token of this user (logout-all).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Revoke this session.
+    #[arg(long)]
+    pub session: Option<String>,
+}
+
+/// `tokengate demo` options.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Proxy address [default: 127.0.0.1:8080, or a free port if it is taken]
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin address [default: a free port]
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Sample backend address [default: a free port]
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub backend_listen: std::net::SocketAddr,
+}
+
+/// Starts tracing: `RUST_LOG` filters (default `info` for tokengate, `warn` otherwise).
+pub fn init_tracing(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokengate=info"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    crate::jwt::check_crypto_provider().map_err(anyhow::Error::msg)?;
+    let path = cli.config;
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::CheckConfig => {
+            let config = load(&path)?;
+            println!("{}: OK\n{}", path.display(), config.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
+        Command::Prune => {
+            let app = open(load(&path)?)?;
+            let report = crate::server::prune_once(&app).await?;
+            println!(
+                "pruned {} rows (valid_token {}, invalid_token {}, user_status {})",
+                report.total(),
+                report.valid_token,
+                report.invalid_token,
+                report.user_status
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tokens(cmd) => tokens(open(load(&path)?)?, cmd).await,
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
+    App::open(config).map_err(|e| anyhow::anyhow!("store error: {e}"))
+}
+
+/// `serve`: bind both listeners (so a port in use fails before anything else), then run
+/// until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let public = crate::server::bind("server.listen", config.server.listen).await?;
+    let admin = crate::server::bind("server.admin_listen", config.server.admin_listen).await?;
+    let app = open(config)?;
+    tracing::info!(
+        listen = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        upstream = %app.config.upstream.url,
+        strategy = %app.config.store.strategy,
+        "tokengate serving"
+    );
+    crate::server::run(app, public, admin, crate::server::shutdown_signal()).await
+}
+
+async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+    let store = app.strategy.store();
+    match cmd {
+        TokensCommand::List { user } => {
+            if !app.strategy.keeps_sessions() {
+                bail!("the {} strategy keeps no session list", app.strategy.kind());
+            }
+            let sessions = store.list_sessions(&user, crate::jwt::now()).await?;
+            println!(
+                "{:<32}  {:<20}  {:<20}  {:<15}  USER AGENT",
+                "SESSION", "CREATED", "EXPIRES", "ADDRESS"
+            );
+            for s in &sessions {
+                println!(
+                    "{:<32}  {:<20}  {:<20}  {:<15}  {}",
+                    s.session_id,
+                    crate::timefmt::rfc3339(s.created_at),
+                    crate::timefmt::rfc3339(s.expires_at),
+                    s.client_addr.as_deref().unwrap_or("-"),
+                    s.user_agent.as_deref().unwrap_or("-"),
+                );
+            }
+            eprintln!("{} live session(s) for {user}", sessions.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Add { token } => {
+            let verified = app
+                .config
+                .verifier
+                .verify(token.trim())
+                .context("the token was refused")?;
+            let meta = SessionMeta {
+                user_agent: Some("tokengate-cli".into()),
+                client_addr: None,
+            };
+            let session = app.strategy.admit(&verified, meta).await?;
+            match session {
+                Some(s) => println!(
+                    "registered session {} for {} (expires {})",
+                    s.session_id,
+                    s.user_id,
+                    crate::timefmt::rfc3339(s.expires_at)
+                ),
+                None => println!(
+                    "the token of {} verifies; the {} strategy needs no registration",
+                    verified.user,
+                    app.strategy.kind()
+                ),
+            }
+            tracing::info!(user = %verified.user, token = %verified.hash.short(), by = "cli", "token registered");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Revoke(RevokeArgs {
+            user: Some(user), ..
+        }) => {
+            let n = app.strategy.logout_all(&user).await?;
+            tracing::info!(user = %user, sessions = n, by = "cli", "logout-all");
+            println!("revoked every token of {user} ({n} session(s) removed)");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Revoke(RevokeArgs {
+            session: Some(id), ..
+        }) => match store.delete_session(&id, None).await? {
+            Some(s) => {
+                tracing::info!(user = %s.user_id, session = %s.session_id, by = "cli", "session revoked");
+                println!("revoked session {} of {}", s.session_id, s.user_id);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => bail!("no such session: {id}"),
+        },
+        TokensCommand::Revoke(_) => bail!("give --user or --session"),
+    }
+}

@@ -1,0 +1,1238 @@
+//! Configuration: the TOML file (SPEC §4) turned once into a validated [`Config`].
+//!
+//! Two layers, as in ripgrep and pingora: `raw` mirrors the file with serde
+//! (`deny_unknown_fields`, defaults as `DEFAULT_*` consts), and [`Config::from_raw`]
+//! turns it into parsed types (`SocketAddr`, `Uri`, `Duration`, `HeaderName`, loaded
+//! keys). Every problem is found here, at load, and reported with the key's full dotted
+//! name, so that nothing on the request path ever has to second-guess the config.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+use crate::capture::CaptureSource;
+use crate::extract::TokenSource;
+use crate::jwt::{KeySet, Verifier, VerifierSettings};
+use crate::strategy::StrategyKind;
+
+/// Default public listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin listener (loopback only: it carries the admin API).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default drain time after SIGTERM / Ctrl-C.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 25;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
+/// Default time allowed for the upstream response head.
+pub const DEFAULT_UPSTREAM_TIMEOUT_SECONDS: u64 = 60;
+/// Default JWKS refresh interval.
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+/// Default clock-skew allowance for `exp`, `nbf` and `iat`.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+/// Default claim naming the user.
+pub const DEFAULT_USER_CLAIM: &str = "sub";
+/// Default SQLite file.
+pub const DEFAULT_SQLITE_PATH: &str = "tokengate.db";
+/// Default interval of the background prune.
+pub const DEFAULT_PRUNE_INTERVAL_SECONDS: u64 = 300;
+/// Default logout route.
+pub const DEFAULT_LOGOUT: &str = "/logout";
+/// Default logout-all route.
+pub const DEFAULT_LOGOUT_ALL: &str = "/logout-all";
+/// Default sessions route.
+pub const DEFAULT_SESSIONS: &str = "/sessions";
+/// Default identity header.
+pub const DEFAULT_USER_HEADER: &str = "X-User-Id";
+/// Default environment variable holding the admin token.
+pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "TOKENGATE_ADMIN_TOKEN";
+/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size of HS256).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// A configuration problem: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Full dotted name of the key, e.g. `jwt.algorithms`; empty for the file itself.
+    pub key: String,
+    /// What is wrong, in one line.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config error: {}", self.problem)
+        } else {
+            write!(f, "config error: {}: {}", self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file as written, before validation.
+///
+/// Field names are the keys of SPEC §4, documented in `config/tokengate.toml`.
+#[allow(missing_docs)]
+pub mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    /// The whole file.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct RawConfig {
+        pub server: Server,
+        pub upstream: Upstream,
+        pub jwt: Jwt,
+        pub token: Token,
+        pub capture: Vec<Capture>,
+        pub store: Store,
+        pub routes: Routes,
+        pub forward: Forward,
+        pub admin: Admin,
+    }
+
+    /// `[server]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Server {
+        pub listen: String,
+        pub admin_listen: String,
+        pub shutdown_grace_seconds: u64,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                listen: DEFAULT_LISTEN.into(),
+                admin_listen: DEFAULT_ADMIN_LISTEN.into(),
+                shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            }
+        }
+    }
+
+    /// `[upstream]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Upstream {
+        pub url: Option<String>,
+        pub connect_timeout_seconds: u64,
+        pub timeout_seconds: u64,
+    }
+
+    impl Default for Upstream {
+        fn default() -> Self {
+            Upstream {
+                url: None,
+                connect_timeout_seconds: DEFAULT_CONNECT_TIMEOUT_SECONDS,
+                timeout_seconds: DEFAULT_UPSTREAM_TIMEOUT_SECONDS,
+            }
+        }
+    }
+
+    /// `[jwt]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Jwt {
+        pub algorithms: Vec<String>,
+        pub secret: Option<String>,
+        pub secret_file: Option<PathBuf>,
+        pub secret_env: Option<String>,
+        pub public_key_file: Option<PathBuf>,
+        pub jwks_file: Option<PathBuf>,
+        pub jwks_url: Option<String>,
+        pub jwks_refresh_seconds: u64,
+        pub issuer: Option<String>,
+        pub audience: Vec<String>,
+        pub leeway_seconds: u64,
+        pub user_claim: String,
+    }
+
+    impl Default for Jwt {
+        fn default() -> Self {
+            Jwt {
+                algorithms: Vec::new(),
+                secret: None,
+                secret_file: None,
+                secret_env: None,
+                public_key_file: None,
+                jwks_file: None,
+                jwks_url: None,
+                jwks_refresh_seconds: DEFAULT_JWKS_REFRESH_SECONDS,
+                issuer: None,
+                audience: Vec::new(),
+                leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+                user_claim: DEFAULT_USER_CLAIM.into(),
+            }
+        }
+    }
+
+    /// `[token]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Token {
+        pub sources: Vec<String>,
+    }
+
+    impl Default for Token {
+        fn default() -> Self {
+            Token {
+                sources: vec!["header:Authorization".into(), "cookie:access_token".into()],
+            }
+        }
+    }
+
+    /// One `[[capture]]` entry.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Capture {
+        pub path: String,
+        #[serde(default = "default_capture_method")]
+        pub method: String,
+        pub from: String,
+    }
+
+    fn default_capture_method() -> String {
+        "POST".into()
+    }
+
+    /// `[store]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Store {
+        pub backend: String,
+        pub strategy: String,
+        pub sqlite_path: PathBuf,
+        pub postgres_url: Option<String>,
+        pub prune_interval_seconds: u64,
+    }
+
+    impl Default for Store {
+        fn default() -> Self {
+            Store {
+                backend: "sqlite".into(),
+                strategy: "allowlist".into(),
+                sqlite_path: DEFAULT_SQLITE_PATH.into(),
+                postgres_url: None,
+                prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
+            }
+        }
+    }
+
+    /// `[routes]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Routes {
+        pub logout: String,
+        pub logout_all: String,
+        pub sessions: String,
+        pub public: Vec<String>,
+    }
+
+    impl Default for Routes {
+        fn default() -> Self {
+            Routes {
+                logout: DEFAULT_LOGOUT.into(),
+                logout_all: DEFAULT_LOGOUT_ALL.into(),
+                sessions: DEFAULT_SESSIONS.into(),
+                public: Vec::new(),
+            }
+        }
+    }
+
+    /// `[forward]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Forward {
+        pub user_header: String,
+        pub claim_headers: BTreeMap<String, String>,
+        pub pass_authorization: bool,
+        pub trusted_proxies: Vec<String>,
+    }
+
+    impl Default for Forward {
+        fn default() -> Self {
+            Forward {
+                user_header: DEFAULT_USER_HEADER.into(),
+                claim_headers: BTreeMap::new(),
+                pass_authorization: true,
+                trusted_proxies: Vec::new(),
+            }
+        }
+    }
+
+    /// `[admin]`
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Admin {
+        pub token_env: Option<String>,
+        pub token_file: Option<PathBuf>,
+    }
+}
+
+/// The validated configuration every other module works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[upstream]`
+    pub upstream: UpstreamConfig,
+    /// `[jwt]`, with its keys loaded.
+    pub verifier: Verifier,
+    /// `[token]`: where a request's token is read from, in order.
+    pub token_sources: Vec<TokenSource>,
+    /// `[[capture]]`
+    pub capture: Vec<CaptureRoute>,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[routes]`
+    pub routes: RoutesConfig,
+    /// `[forward]`
+    pub forward: ForwardConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+}
+
+/// `[server]`, parsed.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The proxy listener.
+    pub listen: SocketAddr,
+    /// Health, readiness, metrics and the admin API.
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]`, parsed.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The backend: scheme and authority only.
+    pub url: Uri,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed until the whole response head arrives; 504 past it.
+    pub timeout: Duration,
+}
+
+/// One capture route (SPEC §2).
+#[derive(Debug, Clone)]
+pub struct CaptureRoute {
+    /// Exact request path.
+    pub path: String,
+    /// Request method.
+    pub method: Method,
+    /// Where the issued token is in the response.
+    pub from: CaptureSource,
+}
+
+/// Which database holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// A local SQLite file (one pod).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server shared by replicas.
+    Postgres(String),
+}
+
+/// `[store]`, parsed.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The database.
+    pub backend: StoreBackend,
+    /// What "live" means.
+    pub strategy: StrategyKind,
+    /// Interval of the background prune.
+    pub prune_interval: Duration,
+}
+
+/// A public route pattern: an exact path, or a prefix (written with a trailing `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// Matches this path only.
+    Exact(String),
+    /// Matches every path starting with this prefix.
+    Prefix(String),
+}
+
+impl PathPattern {
+    /// Whether `path` (raw, as received) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => path == p,
+            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// `[routes]`, parsed.
+#[derive(Debug, Clone)]
+pub struct RoutesConfig {
+    /// Revokes the token used.
+    pub logout: String,
+    /// Revokes every token of the caller.
+    pub logout_all: String,
+    /// The caller's sessions; `None` when disabled.
+    pub sessions: Option<String>,
+    /// Forwarded without authentication.
+    pub public: Vec<PathPattern>,
+}
+
+/// `[forward]`, parsed.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Carries the user claim to the backend.
+    pub user_header: HeaderName,
+    /// More claims to pass on: (claim, header).
+    pub claim_headers: Vec<(String, HeaderName)>,
+    /// Keep the `Authorization` header for the backend.
+    pub pass_authorization: bool,
+    /// Peers whose `X-Forwarded-*` are kept and appended to.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[admin]`, parsed.
+#[derive(Clone, Default)]
+pub struct AdminConfig {
+    /// The bearer token of the admin API; `None` turns the API off.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret itself.
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+            )
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::from_toml(&text, base)
+    }
+
+    /// Parses and validates config text; relative file paths are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        Config::from_raw(parse_raw(text)?, base)
+    }
+
+    /// Validates the raw file; the one place where config problems are found.
+    pub fn from_raw(raw: raw::RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let server = ServerConfig {
+            listen: parse_addr("server.listen", &raw.server.listen)?,
+            admin_listen: parse_addr("server.admin_listen", &raw.server.admin_listen)?,
+            shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+        };
+        let upstream = upstream(&raw.upstream)?;
+        let verifier = verifier(&raw.jwt, base)?;
+        let token_sources = token_sources(&raw.token.sources)?;
+        let capture = raw
+            .capture
+            .iter()
+            .enumerate()
+            .map(|(i, c)| capture_route(i, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = store(&raw.store, base)?;
+        let routes = routes(&raw.routes, &capture)?;
+        let forward = forward(&raw.forward)?;
+        let admin = admin(&raw.admin, base)?;
+        Ok(Config {
+            server,
+            upstream,
+            verifier,
+            token_sources,
+            capture,
+            store,
+            routes,
+            forward,
+            admin,
+        })
+    }
+
+    /// A short human summary, printed by `check-config`.
+    pub fn summary(&self) -> String {
+        let store = match &self.store.backend {
+            StoreBackend::Sqlite(p) => format!("sqlite {}", p.display()),
+            StoreBackend::Postgres(_) => "postgres".to_string(),
+        };
+        let captures: Vec<String> = self
+            .capture
+            .iter()
+            .map(|c| format!("{} {} ({})", c.method, c.path, c.from))
+            .collect();
+        format!(
+            "listen {} (admin {}) -> upstream {}\n\
+             jwt: {} with {}\n\
+             store: {}, strategy {}\n\
+             capture: {}\n\
+             public routes: {}\n\
+             identity header: {}{}\n\
+             admin API: {}",
+            self.server.listen,
+            self.server.admin_listen,
+            self.upstream.url,
+            self.verifier.algorithm_names().join(", "),
+            self.verifier.key_description(),
+            store,
+            self.store.strategy,
+            if captures.is_empty() {
+                "none".into()
+            } else {
+                captures.join(", ")
+            },
+            self.routes.public.len(),
+            self.forward.user_header,
+            if self.forward.claim_headers.is_empty() {
+                String::new()
+            } else {
+                format!(" (+{} claim headers)", self.forward.claim_headers.len())
+            },
+            if self.admin.token.is_some() {
+                "on"
+            } else {
+                "off (no admin token)"
+            },
+        )
+    }
+}
+
+/// Parses TOML into the raw layer, naming the full dotted key on any error.
+pub fn parse_raw(text: &str) -> Result<raw::RawConfig, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::new("", toml_message(&e)))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        ConfigError::new(key, toml_message(e.inner()))
+    })
+}
+
+/// The first line of a toml error, without its source excerpt.
+fn toml_message(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    msg.lines().next().unwrap_or("invalid TOML").to_string()
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{value:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn nonzero(key: &str, seconds: u64) -> Result<Duration, ConfigError> {
+    if seconds == 0 {
+        return Err(ConfigError::new(key, "must be at least 1 second"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
+    let key = "upstream.url";
+    let text = raw
+        .url
+        .as_deref()
+        .ok_or_else(|| ConfigError::new(key, "is required"))?;
+    let url: Uri = text
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("{text:?} is not a URL")))?;
+    match url.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(ConfigError::new(
+                key,
+                format!("scheme {other:?} is not supported; use http://"),
+            ))
+        }
+        None => {
+            return Err(ConfigError::new(
+                key,
+                format!("{text:?} needs a scheme, e.g. http://127.0.0.1:3000"),
+            ))
+        }
+    }
+    if url.authority().is_none() {
+        return Err(ConfigError::new(key, format!("{text:?} has no host")));
+    }
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(ConfigError::new(
+            key,
+            "credentials in the URL are not supported",
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        // The request path is forwarded as received; a base path would make the proxy and
+        // the backend disagree on what was asked for.
+        return Err(ConfigError::new(
+            key,
+            "must not have a path or query (the request path is forwarded as is)",
+        ));
+    }
+    Ok(UpstreamConfig {
+        url,
+        connect_timeout: nonzero(
+            "upstream.connect_timeout_seconds",
+            raw.connect_timeout_seconds,
+        )?,
+        timeout: nonzero("upstream.timeout_seconds", raw.timeout_seconds)?,
+    })
+}
+
+fn verifier(raw: &raw::Jwt, base: &Path) -> Result<Verifier, ConfigError> {
+    if raw.algorithms.is_empty() {
+        return Err(ConfigError::new(
+            "jwt.algorithms",
+            "is required, e.g. [\"HS256\"]",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for name in &raw.algorithms {
+        let alg = crate::jwt::parse_algorithm(name).ok_or_else(|| {
+            ConfigError::new(
+                "jwt.algorithms",
+                format!("{name:?} is not supported (HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384, EdDSA)"),
+            )
+        })?;
+        if !algorithms.contains(&alg) {
+            algorithms.push(alg);
+        }
+    }
+    let hmac = algorithms
+        .iter()
+        .filter(|a| crate::jwt::is_hmac(**a))
+        .count();
+    if hmac != 0 && hmac != algorithms.len() {
+        return Err(ConfigError::new(
+            "jwt.algorithms",
+            "mixes HMAC (HS*) with public-key algorithms; one family of keys only",
+        ));
+    }
+    let secret_keys = [
+        raw.secret.is_some(),
+        raw.secret_file.is_some(),
+        raw.secret_env.is_some(),
+    ];
+    let public_keys = [
+        raw.public_key_file.is_some(),
+        raw.jwks_file.is_some(),
+        raw.jwks_url.is_some(),
+    ];
+    let n_secret = secret_keys.iter().filter(|x| **x).count();
+    let n_public = public_keys.iter().filter(|x| **x).count();
+    if n_secret > 0 && n_public > 0 {
+        return Err(ConfigError::new(
+            "jwt",
+            "mixes an HMAC secret with public keys; set exactly one of secret, secret_file, secret_env, public_key_file, jwks_file, jwks_url",
+        ));
+    }
+    if n_secret + n_public > 1 {
+        return Err(ConfigError::new(
+            "jwt",
+            "set exactly one of secret, secret_file, secret_env, public_key_file, jwks_file, jwks_url",
+        ));
+    }
+    let first = algorithms[0];
+    let keys = if hmac > 0 {
+        let secret = if let Some(s) = &raw.secret {
+            ("jwt.secret", s.as_bytes().to_vec())
+        } else if let Some(p) = &raw.secret_file {
+            let path = base.join(p);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                ConfigError::new(
+                    "jwt.secret_file",
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                )
+            })?;
+            ("jwt.secret_file", trim_trailing_newline(bytes))
+        } else if let Some(var) = &raw.secret_env {
+            let value = std::env::var(var).map_err(|_| {
+                ConfigError::new(
+                    "jwt.secret_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            ("jwt.secret_env", value.into_bytes())
+        } else {
+            return Err(ConfigError::new(
+                "jwt.algorithms",
+                format!("{first:?} needs jwt.secret, jwt.secret_file or jwt.secret_env"),
+            ));
+        };
+        if secret.1.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(ConfigError::new(
+                secret.0,
+                format!(
+                    "the HMAC secret is {} bytes; at least {MIN_HMAC_SECRET_BYTES} are required (RFC 7518 §3.2)",
+                    secret.1.len()
+                ),
+            ));
+        }
+        KeySet::from_secret(&secret.1, &algorithms).map_err(|e| ConfigError::new(secret.0, e))?
+    } else if let Some(p) = &raw.public_key_file {
+        let path = base.join(p);
+        let pem = std::fs::read(&path).map_err(|e| {
+            ConfigError::new(
+                "jwt.public_key_file",
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+            )
+        })?;
+        KeySet::from_pem(&pem, &algorithms).map_err(|e| {
+            ConfigError::new("jwt.public_key_file", format!("{}: {e}", path.display()))
+        })?
+    } else if let Some(p) = &raw.jwks_file {
+        let path = base.join(p);
+        let json = std::fs::read(&path).map_err(|e| {
+            ConfigError::new(
+                "jwt.jwks_file",
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+            )
+        })?;
+        KeySet::from_jwks(&json, &algorithms)
+            .map_err(|e| ConfigError::new("jwt.jwks_file", format!("{}: {e}", path.display())))?
+    } else if raw.jwks_url.is_some() {
+        return Err(ConfigError::new(
+            "jwt.jwks_url",
+            "is not supported by this version yet; download the key set and use jwt.jwks_file",
+        ));
+    } else {
+        return Err(ConfigError::new(
+            "jwt.algorithms",
+            format!("{first:?} needs jwt.public_key_file, jwt.jwks_file or jwt.jwks_url"),
+        ));
+    };
+    if raw.user_claim.is_empty() {
+        return Err(ConfigError::new("jwt.user_claim", "must not be empty"));
+    }
+    if raw.issuer.as_deref() == Some("") {
+        return Err(ConfigError::new(
+            "jwt.issuer",
+            "must not be empty (remove the key to skip the check)",
+        ));
+    }
+    if raw.audience.iter().any(|a| a.is_empty()) {
+        return Err(ConfigError::new(
+            "jwt.audience",
+            "must not contain an empty string",
+        ));
+    }
+    if raw.leeway_seconds > 300 {
+        return Err(ConfigError::new(
+            "jwt.leeway_seconds",
+            "more than 300 seconds of clock skew is not accepted",
+        ));
+    }
+    Ok(Verifier::new(
+        keys,
+        VerifierSettings {
+            algorithms,
+            issuer: raw.issuer.clone(),
+            audience: raw.audience.clone(),
+            leeway: raw.leeway_seconds,
+            user_claim: raw.user_claim.clone(),
+        },
+    ))
+}
+
+fn trim_trailing_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    // Files written by editors and `echo` end in a newline that is not part of the secret.
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    bytes
+}
+
+fn token_sources(raw: &[String]) -> Result<Vec<TokenSource>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "token.sources",
+            "needs at least one source, e.g. \"header:Authorization\"",
+        ));
+    }
+    raw.iter()
+        .map(|s| TokenSource::parse(s).map_err(|e| ConfigError::new("token.sources", e)))
+        .collect()
+}
+
+fn capture_route(index: usize, raw: &raw::Capture) -> Result<CaptureRoute, ConfigError> {
+    let key = |k: &str| format!("capture[{index}].{k}");
+    check_route_path(&key("path"), &raw.path)?;
+    let method = Method::from_bytes(raw.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+        ConfigError::new(
+            key("method"),
+            format!("{:?} is not an HTTP method", raw.method),
+        )
+    })?;
+    let from = CaptureSource::parse(&raw.from).map_err(|e| ConfigError::new(key("from"), e))?;
+    Ok(CaptureRoute {
+        path: raw.path.clone(),
+        method,
+        from,
+    })
+}
+
+/// A configured route must be a plain absolute path, so that it can be compared with
+/// the raw request path byte for byte.
+fn check_route_path(key: &str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') {
+        return Err(ConfigError::new(key, format!("{path:?} must start with /")));
+    }
+    if path.contains(['?', '#', '%', '\\', ' ']) || crate::gate::path_is_unsafe(path) {
+        return Err(ConfigError::new(
+            key,
+            format!("{path:?} must be a plain path (no query, %-escapes or dot segments)"),
+        ));
+    }
+    Ok(())
+}
+
+fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
+    let strategy: StrategyKind = raw
+        .strategy
+        .parse()
+        .map_err(|e: String| ConfigError::new("store.strategy", e))?;
+    let backend = match raw.backend.as_str() {
+        "sqlite" => {
+            if raw.sqlite_path.as_os_str().is_empty() {
+                return Err(ConfigError::new("store.sqlite_path", "must not be empty"));
+            }
+            StoreBackend::Sqlite(base.join(&raw.sqlite_path))
+        }
+        "postgres" => {
+            let url = raw.postgres_url.clone().ok_or_else(|| {
+                ConfigError::new(
+                    "store.postgres_url",
+                    "is required for backend = \"postgres\"",
+                )
+            })?;
+            StoreBackend::Postgres(url)
+        }
+        other => {
+            return Err(ConfigError::new(
+                "store.backend",
+                format!("{other:?} is not one of sqlite, postgres"),
+            ))
+        }
+    };
+    Ok(StoreConfig {
+        backend,
+        strategy,
+        prune_interval: nonzero("store.prune_interval_seconds", raw.prune_interval_seconds)?,
+    })
+}
+
+fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, ConfigError> {
+    check_route_path("routes.logout", &raw.logout)?;
+    check_route_path("routes.logout_all", &raw.logout_all)?;
+    if raw.logout == raw.logout_all {
+        return Err(ConfigError::new(
+            "routes.logout_all",
+            "must differ from routes.logout",
+        ));
+    }
+    let sessions = if raw.sessions.is_empty() {
+        None
+    } else {
+        check_route_path("routes.sessions", &raw.sessions)?;
+        if raw.sessions == raw.logout || raw.sessions == raw.logout_all {
+            return Err(ConfigError::new(
+                "routes.sessions",
+                "must differ from the logout routes",
+            ));
+        }
+        Some(raw.sessions.trim_end_matches('/').to_string())
+    };
+    let mut public = Vec::new();
+    for (i, p) in raw.public.iter().enumerate() {
+        let key = format!("routes.public[{i}]");
+        let pattern = match p.strip_suffix('*') {
+            Some(prefix) => {
+                check_route_path(&key, prefix)?;
+                PathPattern::Prefix(prefix.to_string())
+            }
+            None => {
+                check_route_path(&key, p)?;
+                PathPattern::Exact(p.clone())
+            }
+        };
+        public.push(pattern);
+    }
+    // Our own routes must never be shadowed by an unauthenticated one.
+    let own: Vec<&str> = [
+        Some(raw.logout.as_str()),
+        Some(raw.logout_all.as_str()),
+        sessions.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for route in &own {
+        if public.iter().any(|p| p.matches(route)) {
+            return Err(ConfigError::new(
+                "routes.public",
+                format!("would make {route} public"),
+            ));
+        }
+        if capture.iter().any(|c| c.path == *route) {
+            return Err(ConfigError::new(
+                "capture",
+                format!("{route} is a tokengate route and cannot be captured"),
+            ));
+        }
+    }
+    Ok(RoutesConfig {
+        logout: raw.logout.clone(),
+        logout_all: raw.logout_all.clone(),
+        sessions,
+        public,
+    })
+}
+
+/// Headers the proxy owns or that frame the message: never usable as identity headers.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+    "x-request-id",
+];
+
+fn identity_header(key: &str, name: &str) -> Result<HeaderName, ConfigError> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ConfigError::new(key, format!("{name:?} is not a valid header name")))?;
+    if RESERVED_HEADERS.contains(&header.as_str()) {
+        return Err(ConfigError::new(
+            key,
+            format!("{name} cannot carry identity"),
+        ));
+    }
+    Ok(header)
+}
+
+fn forward(raw: &raw::Forward) -> Result<ForwardConfig, ConfigError> {
+    let user_header = identity_header("forward.user_header", &raw.user_header)?;
+    let mut claim_headers: Vec<(String, HeaderName)> = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    seen.insert(
+        crate::proxy::normalize_header_name(user_header.as_str()),
+        "forward.user_header".into(),
+    );
+    for (claim, header) in &raw.claim_headers {
+        let key = format!("forward.claim_headers.{claim}");
+        let name = identity_header(&key, header)?;
+        if let Some(other) = seen.insert(
+            crate::proxy::normalize_header_name(name.as_str()),
+            key.clone(),
+        ) {
+            return Err(ConfigError::new(
+                key,
+                format!("{header} is already used by {other}"),
+            ));
+        }
+        claim_headers.push((claim.clone(), name));
+    }
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "forward.trusted_proxies",
+                        format!("{p:?} is not an IP or CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ForwardConfig {
+        user_header,
+        claim_headers,
+        pass_authorization: raw.pass_authorization,
+        trusted_proxies,
+    })
+}
+
+fn admin(raw: &raw::Admin, base: &Path) -> Result<AdminConfig, ConfigError> {
+    if raw.token_env.is_some() && raw.token_file.is_some() {
+        return Err(ConfigError::new(
+            "admin",
+            "set token_env or token_file, not both",
+        ));
+    }
+    let token = if let Some(p) = &raw.token_file {
+        let path = base.join(p);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            ConfigError::new(
+                "admin.token_file",
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+            )
+        })?;
+        let token = String::from_utf8(trim_trailing_newline(bytes))
+            .map_err(|_| ConfigError::new("admin.token_file", "is not UTF-8"))?;
+        Some(token)
+    } else {
+        let var = raw.token_env.as_deref().unwrap_or(DEFAULT_ADMIN_TOKEN_ENV);
+        std::env::var(var).ok()
+    };
+    if token.as_deref() == Some("") {
+        return Err(ConfigError::new(
+            if raw.token_file.is_some() {
+                "admin.token_file"
+            } else {
+                "admin.token_env"
+            },
+            "the admin token is empty",
+        ));
+    }
+    Ok(AdminConfig { token })
+}
+
+impl fmt::Display for StoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreBackend::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreBackend::Postgres(_) => write!(f, "postgres"),
+        }
+    }
+}
+
+/// Algorithms are named as in JOSE (RFC 7518 §3.1).
+pub fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("."))
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(c.server.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+        assert_eq!(c.store.strategy, StrategyKind::Allowlist);
+        assert_eq!(
+            c.store.backend,
+            StoreBackend::Sqlite(PathBuf::from("./tokengate.db"))
+        );
+        assert_eq!(c.routes.logout, "/logout");
+        assert_eq!(c.routes.sessions.as_deref(), Some("/sessions"));
+        assert_eq!(c.forward.user_header.as_str(), "x-user-id");
+        assert!(c.forward.pass_authorization);
+        assert_eq!(c.token_sources.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_dotted_name() {
+        let e = load(&minimal("[forward]\nuser_headr = \"X-User\"")).unwrap_err();
+        assert_eq!(e.key, "forward.user_headr", "{e}");
+        let e = load(&minimal(
+            "[[capture]]\npath = \"/login\"\nfrom = \"json:/t\"\nfrm = 1",
+        ))
+        .unwrap_err();
+        assert!(e.key.starts_with("capture"), "{e}");
+        assert!(e.to_string().contains("frm"), "{e}");
+        let e = load(&minimal("[nope]\na = 1")).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn upstream_url_is_required() {
+        let e =
+            load("[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"0123456789abcdef0123456789abcdef\"")
+                .unwrap_err();
+        assert_eq!(e.key, "upstream.url");
+    }
+
+    #[test]
+    fn short_hmac_secret_is_refused() {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"short\"";
+        let e = load(text).unwrap_err();
+        assert_eq!(e.key, "jwt.secret");
+        assert!(e.problem.contains("at least 32"), "{e}");
+    }
+
+    #[test]
+    fn hmac_without_a_secret_names_the_keys_to_set() {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\"]";
+        let e = load(text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config error: jwt.algorithms: HS256 needs jwt.secret, jwt.secret_file or jwt.secret_env"
+        );
+    }
+
+    #[test]
+    fn mixing_key_families_is_refused() {
+        let e = load(&minimal("public_key_file = \"k.pem\"")).unwrap_err();
+        assert_eq!(e.key, "jwt");
+        let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\", \"RS256\"]";
+        assert_eq!(load(text).unwrap_err().key, "jwt.algorithms");
+    }
+
+    #[test]
+    fn missing_key_file_is_one_clear_line() {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"/nonexistent/pub.pem\"";
+        let e = load(text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config error: jwt.public_key_file: cannot read /nonexistent/pub.pem: no such file"
+        );
+    }
+
+    #[test]
+    fn unknown_algorithm_and_none_are_refused() {
+        for alg in ["none", "HS1", "hs256"] {
+            let text = format!(
+                "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"{alg}\"]\nsecret = \"{SECRET}\""
+            );
+            assert_eq!(load(&text).unwrap_err().key, "jwt.algorithms", "{alg}");
+        }
+    }
+
+    #[test]
+    fn public_routes_cannot_shadow_tokengate_routes() {
+        let e = load(&minimal("[routes]\npublic = [\"/*\"]")).unwrap_err();
+        assert_eq!(e.key, "routes.public");
+    }
+
+    #[test]
+    fn route_paths_must_be_plain() {
+        for bad in ["logout", "/a/../logout", "/%6cogout", "/a?b"] {
+            let e = load(&minimal(&format!("[routes]\nlogout = \"{bad}\""))).unwrap_err();
+            assert_eq!(e.key, "routes.logout", "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_headers_cannot_carry_identity() {
+        let e = load(&minimal("[forward]\nuser_header = \"Authorization\"")).unwrap_err();
+        assert_eq!(e.key, "forward.user_header");
+        let e = load(&minimal(
+            "[forward]\nclaim_headers = { email = \"X-User-Id\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "forward.claim_headers.email");
+        let e = load(&minimal(
+            "[forward]\nclaim_headers = { email = \"X_User_Id\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.key, "forward.claim_headers.email",
+            "the _ spelling is the same header"
+        );
+    }
+
+    #[test]
+    fn upstream_must_be_plain_http_without_a_path() {
+        for bad in ["https://x", "127.0.0.1:3000", "http://x/api", "ftp://x"] {
+            let text = minimal("").replace("http://127.0.0.1:3000", bad);
+            assert_eq!(load(&text).unwrap_err().key, "upstream.url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn capture_sources_parse() {
+        let c = load(&minimal(
+            "[[capture]]\npath = \"/login\"\nfrom = \"json:/access_token\"\n[[capture]]\npath = \"/refresh\"\nmethod = \"post\"\nfrom = \"cookie:access_token\"",
+        ))
+        .unwrap();
+        assert_eq!(c.capture.len(), 2);
+        assert_eq!(c.capture[1].method, Method::POST);
+        let e = load(&minimal(
+            "[[capture]]\npath = \"/login\"\nfrom = \"body:x\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "capture[0].from");
+    }
+
+    #[test]
+    fn trusted_proxies_take_ips_and_cidrs() {
+        let c = load(&minimal(
+            "[forward]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.forward.trusted_proxies.len(), 2);
+        let e = load(&minimal("[forward]\ntrusted_proxies = [\"nope\"]")).unwrap_err();
+        assert_eq!(e.key, "forward.trusted_proxies");
+    }
+}

@@ -1,0 +1,632 @@
+//! The request pipeline of the public listener (SPEC §5), as named steps:
+//!
+//! 1. [`check_path`]: dot-segments and encoded slashes get 400;
+//! 2. strip client copies of identity, hop-by-hop and forwarding headers
+//!    ([`HeaderPolicy::strip_client_headers`]);
+//! 3. route: logout, logout-all, sessions, capture, public, or protected;
+//! 4. [`authenticate`]: extract, verify, check liveness;
+//! 5. rewrite headers (forwarding headers, identity) and forward ([`crate::proxy`]);
+//! 6. record metrics and a log line.
+//!
+//! Every refusal is a [`Refusal`], mapped in one place to status, `WWW-Authenticate`
+//! and a JSON body. Refusals never reach the backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::capture;
+use crate::config::CaptureRoute;
+use crate::extract::{extract, ExtractError};
+use crate::jwt::{VerifiedToken, VerifyError};
+use crate::proxy::{request_id, UpstreamError, X_REQUEST_ID};
+use crate::store::{Session, StoreError};
+use crate::strategy::{DeadReason, Liveness, SessionMeta};
+
+/// Why a request is answered by tokengate itself instead of the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A dot-segment, an encoded slash, or a path the backend might read differently.
+    #[error("bad path")]
+    BadPath,
+    /// A method a tokengate route does not take.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// No token in any configured source.
+    #[error("no token")]
+    NoToken,
+    /// The credential headers are ambiguous or malformed.
+    #[error("bad credentials: {0}")]
+    BadCredentials(#[from] ExtractError),
+    /// The token does not verify.
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] VerifyError),
+    /// The token verifies but is not live.
+    #[error("token not live: {0:?}")]
+    NotLive(DeadReason),
+    /// The store could not answer: fail closed.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[from] StoreError),
+    /// The backend could not be reached or failed.
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    /// A tokengate resource that does not exist (or is not the caller's).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+}
+
+const REALM: &str = "Bearer realm=\"tokengate\"";
+
+impl Refusal {
+    /// The metrics label of this refusal.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::BadPath => "bad_path",
+            Refusal::MethodNotAllowed(_) => "method_not_allowed",
+            Refusal::NoToken => "no_token",
+            Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::NotLive(_) => "revoked",
+            Refusal::StoreUnavailable(_) => "store_unavailable",
+            Refusal::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+            Refusal::Upstream(_) => "upstream_error",
+            Refusal::NotFound(_) => "not_found",
+        }
+    }
+
+    /// The one mapping from refusal to response (status, headers, JSON body). Internal
+    /// details are logged by the caller, never sent.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, error, description): (StatusCode, &str, &str) = match &self {
+            Refusal::BadPath => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request path is not accepted",
+            ),
+            Refusal::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            ),
+            Refusal::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required",
+            ),
+            Refusal::BadCredentials(e) => {
+                (StatusCode::UNAUTHORIZED, "invalid_token", static_text(e))
+            }
+            Refusal::InvalidToken(e) => {
+                (StatusCode::UNAUTHORIZED, "invalid_token", verify_text(*e))
+            }
+            Refusal::NotLive(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the token has been revoked or is not known",
+            ),
+            Refusal::StoreUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the token store is unavailable",
+            ),
+            Refusal::Upstream(UpstreamError::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the backend did not answer in time",
+            ),
+            Refusal::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the backend could not be reached",
+            ),
+            Refusal::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what),
+        };
+        let mut response = json_response(
+            status,
+            &json!({"error": error, "error_description": description}),
+        );
+        let headers = response.headers_mut();
+        match &self {
+            Refusal::NoToken => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+            }
+            Refusal::BadCredentials(_) | Refusal::InvalidToken(_) | Refusal::NotLive(_) => {
+                // RFC 6750 §3: the description is one of our fixed texts (no quotes).
+                let value = format!(
+                    "{REALM}, error=\"invalid_token\", error_description=\"{description}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(WWW_AUTHENTICATE, v);
+                }
+            }
+            Refusal::StoreUnavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Refusal::MethodNotAllowed(allow) => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn static_text(e: &ExtractError) -> &'static str {
+    match e {
+        ExtractError::DuplicateHeader => "more than one credential header",
+        ExtractError::DuplicateCookie => "more than one token cookie",
+        ExtractError::BadBearer => "the bearer token is empty or malformed",
+    }
+}
+
+fn verify_text(e: VerifyError) -> &'static str {
+    match e {
+        VerifyError::TooLong => "the token is too long",
+        VerifyError::Malformed => "the token is malformed",
+        VerifyError::BadHeader => "the token header is malformed",
+        VerifyError::ForbiddenHeader => "the token header carries a parameter that is not accepted",
+        VerifyError::Algorithm => "the token algorithm is not accepted",
+        VerifyError::UnknownKey => "the token was signed by an unknown key",
+        VerifyError::Signature => "the token signature is invalid",
+        VerifyError::BadClaims => "the token claims are malformed",
+        VerifyError::MissingExp => "the token has no expiry",
+        VerifyError::Expired => "the token has expired",
+        VerifyError::NotYetValid => "the token is not valid yet",
+        VerifyError::IssuedInFuture => "the token is issued in the future",
+        VerifyError::Issuer => "the token issuer is not accepted",
+        VerifyError::Audience => "the token audience is not accepted",
+        VerifyError::User => "the token does not name a valid user",
+    }
+}
+
+/// A JSON response with `Cache-Control: no-store` (it may describe credentials).
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Handles one request of the public listener. Never fails: every error is a response.
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    let method = request.method().clone();
+    let (outcome, mut response) = match pipeline(&app, peer, request.map(body::boxed), &id).await {
+        Ok(done) => done,
+        Err(refusal) => {
+            match &refusal {
+                Refusal::StoreUnavailable(e) => {
+                    tracing::error!(error = %e, "store unavailable; request refused")
+                }
+                Refusal::Upstream(e) => tracing::warn!(error = %e, "upstream failure"),
+                other => tracing::debug!(reason = %other, "request refused"),
+            }
+            if let Refusal::Upstream(e) = &refusal {
+                app.metrics.upstream_error(e.label());
+            }
+            (refusal.outcome(), refusal.into_response())
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    let elapsed = started.elapsed();
+    app.metrics.request(outcome, elapsed);
+    tracing::debug!(%method, status = response.status().as_u16(), outcome, micros = elapsed.as_micros() as u64, "request");
+    Ok(response)
+}
+
+/// Steps 1 to 5; returns the metrics outcome with the response.
+async fn pipeline(
+    app: &App,
+    peer: SocketAddr,
+    mut request: Request<Body>,
+    id: &HeaderValue,
+) -> Result<(&'static str, Response<Body>), Refusal> {
+    // 1. The path: proxy and backend must never disagree on what was asked for.
+    if request.method() == Method::CONNECT {
+        return Err(Refusal::MethodNotAllowed(
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ));
+    }
+    check_path(request.uri().path())?;
+
+    // 2. Header hygiene, on every route.
+    let trusted = app.headers.is_trusted(peer.ip().to_canonical());
+    app.headers
+        .strip_client_headers(request.headers_mut(), trusted);
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let authority = request.uri().authority().cloned();
+    app.headers
+        .set_forwarded(request.headers_mut(), peer, trusted, authority.as_ref());
+    if request.version() == http::Version::HTTP_2
+        && !request.headers().contains_key(http::header::HOST)
+    {
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+
+    // 3. Route.
+    let routes = &app.config.routes;
+    let path = request.uri().path();
+    if path == routes.logout {
+        return logout(app, &request, false).await;
+    }
+    if path == routes.logout_all {
+        return logout(app, &request, true).await;
+    }
+    if let Some(sessions) = &routes.sessions {
+        if path == sessions {
+            return list_sessions(app, &request).await;
+        }
+        if let Some(id) = path
+            .strip_prefix(sessions.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            return revoke_session(app, &request, id).await;
+        }
+    }
+    if let Some(route) = app
+        .config
+        .capture
+        .iter()
+        .find(|c| c.path == path && c.method == request.method())
+    {
+        return capture(app, peer, request, route).await;
+    }
+    if routes.public.iter().any(|p| p.matches(path)) {
+        return Ok(("public", app.upstream.send(request).await?));
+    }
+
+    // 4. Authenticate.
+    let (token, _) = authenticate(app, &request).await?;
+
+    // 5. Inject identity and forward.
+    app.headers
+        .inject_identity(request.headers_mut(), &token.user, &token.claims);
+    Ok(("forwarded", app.upstream.send(request).await?))
+}
+
+/// Step 4: the request's token, verified and live under the strategy.
+pub async fn authenticate<B>(
+    app: &App,
+    request: &Request<B>,
+) -> Result<(VerifiedToken, Option<Session>), Refusal> {
+    let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
+    let token = app.config.verifier.verify(raw)?;
+    match app.strategy.check(&token).await? {
+        Liveness::Live(session) => Ok((token, session)),
+        Liveness::Dead(reason) => {
+            tracing::debug!(user = %token.user, token = %token.hash.short(), ?reason, "token not live");
+            Err(Refusal::NotLive(reason))
+        }
+    }
+}
+
+/// `routes.logout` / `routes.logout_all`: POST with a live token; 204 once durable.
+async fn logout<B>(
+    app: &App,
+    request: &Request<B>,
+    all: bool,
+) -> Result<(&'static str, Response<Body>), Refusal> {
+    if request.method() != Method::POST {
+        return Err(Refusal::MethodNotAllowed("POST"));
+    }
+    let (token, session) = authenticate(app, request).await?;
+    let session_id = session
+        .as_ref()
+        .map(|s| s.session_id.as_str())
+        .unwrap_or("-");
+    if all {
+        let sessions = app.strategy.logout_all(&token.user).await?;
+        app.metrics.revocation("logout_all");
+        tracing::info!(user = %token.user, sessions, by = "self", "logout-all");
+        Ok(("logout_all", no_content()))
+    } else {
+        app.strategy.logout(&token).await?;
+        app.metrics.revocation("logout");
+        tracing::info!(user = %token.user, session = session_id, token = %token.hash.short(), by = "self", "logout");
+        Ok(("logout", no_content()))
+    }
+}
+
+/// `GET routes.sessions`: the caller's live sessions.
+async fn list_sessions<B>(
+    app: &App,
+    request: &Request<B>,
+) -> Result<(&'static str, Response<Body>), Refusal> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Err(Refusal::MethodNotAllowed("GET"));
+    }
+    let (token, current) = authenticate(app, request).await?;
+    if !app.strategy.keeps_sessions() {
+        return Err(Refusal::NotFound(
+            "sessions are not kept under this revocation strategy",
+        ));
+    }
+    let sessions = app
+        .strategy
+        .store()
+        .list_sessions(&token.user, crate::jwt::now())
+        .await?;
+    let current = current.map(|s| s.session_id);
+    let list: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.session_id,
+                "created": s.created_at,
+                "expires": s.expires_at,
+                "user_agent": s.user_agent,
+                "client_addr": s.client_addr,
+                "current": current.as_deref() == Some(s.session_id.as_str()),
+            })
+        })
+        .collect();
+    Ok((
+        "sessions",
+        json_response(StatusCode::OK, &json!({"sessions": list})),
+    ))
+}
+
+/// `DELETE routes.sessions/{id}`: revokes one of the caller's own sessions.
+async fn revoke_session<B>(
+    app: &App,
+    request: &Request<B>,
+    id: &str,
+) -> Result<(&'static str, Response<Body>), Refusal> {
+    if request.method() != Method::DELETE {
+        return Err(Refusal::MethodNotAllowed("DELETE"));
+    }
+    let (token, _) = authenticate(app, request).await?;
+    if !app.strategy.keeps_sessions() {
+        return Err(Refusal::NotFound(
+            "sessions are not kept under this revocation strategy",
+        ));
+    }
+    // Another user's session and a missing one are the same 404: ids are not probeable.
+    match app
+        .strategy
+        .store()
+        .delete_session(id, Some(&token.user))
+        .await?
+    {
+        Some(session) => {
+            app.metrics.revocation("session");
+            tracing::info!(user = %token.user, session = %session.session_id, by = "self", "session revoked");
+            Ok(("session_revoked", no_content()))
+        }
+        None => Err(Refusal::NotFound("no such session")),
+    }
+}
+
+/// A capture route: forwarded without authentication; on 2xx the issued token is read,
+/// verified and stored before the response goes back unchanged.
+async fn capture(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Body>,
+    route: &CaptureRoute,
+) -> Result<(&'static str, Response<Body>), Refusal> {
+    let meta = SessionMeta {
+        user_agent: request
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+        client_addr: Some(client_addr(
+            request.headers(),
+            peer,
+            app.headers.is_trusted(peer.ip().to_canonical()),
+        )),
+    };
+    let response = app.upstream.send(request).await?;
+    if !response.status().is_success() {
+        return Ok(("capture_passthrough", response));
+    }
+    let (response, token) = capture::take_token(&route.from, response).await;
+    let raw = match token {
+        Ok(raw) => raw,
+        Err(miss) => {
+            app.metrics.capture(miss.label());
+            tracing::warn!(route = %route.path, source = %route.from, cause = %miss, "capture failed");
+            return Ok(("capture_failed", response));
+        }
+    };
+    let token = match app.config.verifier.verify(&raw) {
+        Ok(token) => token,
+        Err(e) => {
+            app.metrics.capture("invalid");
+            tracing::warn!(route = %route.path, cause = %e, "capture failed: the issued token does not verify");
+            return Ok(("capture_failed", response));
+        }
+    };
+    match app.strategy.admit(&token, meta).await {
+        Ok(session) => {
+            app.metrics.capture("stored");
+            tracing::info!(
+                user = %token.user,
+                session = session.as_ref().map(|s| s.session_id.as_str()).unwrap_or("-"),
+                token = %token.hash.short(),
+                "token captured"
+            );
+            Ok(("captured", response))
+        }
+        Err(e) => {
+            app.metrics.capture("store_error");
+            tracing::error!(route = %route.path, user = %token.user, cause = %e, "capture failed: the token was not stored");
+            Ok(("capture_failed", response))
+        }
+    }
+}
+
+/// The client's address as recorded with a session: the peer, or the last hop a
+/// trusted proxy reports.
+fn client_addr(headers: &http::HeaderMap, peer: SocketAddr, trusted: bool) -> String {
+    if trusted {
+        if let Some(last) = headers
+            .get(crate::proxy::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').nth(1))
+        {
+            return last.trim().to_string();
+        }
+    }
+    peer.ip().to_canonical().to_string()
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// Step 1: refuses a path that proxy and backend might read differently.
+pub fn check_path(path: &str) -> Result<(), Refusal> {
+    if path_is_unsafe(path) {
+        Err(Refusal::BadPath)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a raw request path holds a dot-segment (`.` or `..`, raw or
+/// percent-encoded, also before a `;` parameter), an encoded slash or backslash
+/// (`%2f`, `%5c`), a raw backslash, or an encoded NUL; or does not start with `/`.
+pub fn path_is_unsafe(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') {
+        return true;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return true;
+    }
+    for segment in path.split('/') {
+        // Servlet containers read `/..;x/` as `/../`: judge a segment without its parameters.
+        let segment = segment.split(';').next().unwrap_or("");
+        let decoded = percent_decode(segment);
+        if decoded == b"." || decoded == b".." {
+            return true;
+        }
+    }
+    false
+}
+
+/// Decodes `%XX` escapes (once); invalid escapes are kept as they are.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_encoded_slashes_are_unsafe() {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a/.",
+            "/./a",
+            "/a/%2e%2e/b",
+            "/a/%2E%2e",
+            "/a/.%2e/b",
+            "/a/%2e/b",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a\\b",
+            "/static/..;/admin",
+            "/a/%2e%2e;x/b",
+            "a/b",
+            "*",
+            "/a%00b",
+        ] {
+            assert!(path_is_unsafe(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "/a/b",
+            "/a/.b",
+            "/a/..b",
+            "/a/b.",
+            "/a%20b",
+            "/%6cogout",
+            "//a",
+            "/a;b=c",
+            "/a/...",
+            "/%",
+        ] {
+            assert!(!path_is_unsafe(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_the_spec_table() {
+        let r = Refusal::NoToken.into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"tokengate\"");
+        let r = Refusal::InvalidToken(VerifyError::Expired).into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has expired\""
+        );
+        assert_eq!(Refusal::BadPath.into_response().status(), 400);
+        let r = Refusal::StoreUnavailable(StoreError::Backend("x".into())).into_response();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key(RETRY_AFTER));
+        assert_eq!(
+            Refusal::Upstream(UpstreamError::Connect)
+                .into_response()
+                .status(),
+            502
+        );
+        assert_eq!(
+            Refusal::Upstream(UpstreamError::Timeout)
+                .into_response()
+                .status(),
+            504
+        );
+        let r = Refusal::MethodNotAllowed("POST").into_response();
+        assert_eq!(
+            (r.status().as_u16(), r.headers()[ALLOW].to_str().unwrap()),
+            (405, "POST")
+        );
+    }
+}

@@ -1,0 +1,908 @@
+//! Token verification: keys, algorithms and claims → a [`VerifiedToken`].
+//!
+//! This module owns what "cryptographically valid" means (SPEC §5 step 6). It does not
+//! know about liveness: that is [`crate::strategy`]'s job. Verification is strict by
+//! design, because jsonwebtoken's defaults are loose (leeway 60, no `nbf` check, `iss`
+//! and `aud` optional even when set, an `iss` array accepted):
+//!
+//! 1. a token over [`MAX_TOKEN_BYTES`] is refused before any work;
+//! 2. the compact form is checked by hand: three non-empty base64url segments, no
+//!    padding, nothing else;
+//! 3. the header is parsed strictly: an object without duplicate keys, `alg` among the
+//!    configured algorithms (never `none`), no header-borne keys (`jwk`, `jku`, `x5u`,
+//!    `x5c`), no `crit`/`b64` extensions, no nested (`cty: JWT`) or encrypted tokens;
+//! 4. the key is chosen by `kid` from keys loaded at start, and only keys of the
+//!    algorithm's family are ever tried (no HMAC-keyed-with-a-public-key confusion);
+//! 5. signature and the registered claims are checked by jsonwebtoken with a
+//!    deliberately configured [`Validation`], then our own rules on top: `iat` not in the
+//!    future, `iss` a single string, a usable user claim, sane numeric dates.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::algorithm_name;
+use crate::store::TokenHash;
+
+/// Tokens longer than this are refused before any parsing (SPEC §5).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest user claim accepted; it travels in a header.
+pub const MAX_USER_BYTES: usize = 1024;
+/// Latest numeric date accepted (9999-12-31T23:59:59Z); later is a malformed claim.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// Checks, once at start, that exactly one crypto backend is compiled in.
+///
+/// jsonwebtoken panics at the first decode when both or neither of its backends are
+/// enabled; this turns that into a start-up error.
+pub fn check_crypto_provider() -> Result<(), String> {
+    match jsonwebtoken::crypto::CryptoProvider::try_get_default() {
+        Some(_) => Ok(()),
+        None => Err("jsonwebtoken has no usable crypto provider (exactly one backend feature must be enabled)".into()),
+    }
+}
+
+/// Parses a JOSE algorithm name (RFC 7518 §3.1), case-sensitively.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    name.parse().ok()
+}
+
+/// Whether the algorithm is keyed with a shared secret.
+pub fn is_hmac(alg: Algorithm) -> bool {
+    alg.family() == AlgorithmFamily::Hmac
+}
+
+/// Why a token was refused. The `Display` text is fixed and safe to send to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Over [`MAX_TOKEN_BYTES`].
+    #[error("the token is too long")]
+    TooLong,
+    /// Not three base64url segments, or a segment that does not decode.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The header is not a JSON object we accept.
+    #[error("the token header is malformed")]
+    BadHeader,
+    /// A header parameter we refuse (`jwk`, `jku`, `x5u`, `x5c`, `crit`, `b64`, nested).
+    #[error("the token header carries a parameter that is not accepted")]
+    ForbiddenHeader,
+    /// `alg` is `none`, unknown, or not configured.
+    #[error("the token algorithm is not accepted")]
+    Algorithm,
+    /// No configured key matches the token's `kid`.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token signature is invalid")]
+    Signature,
+    /// The claims are not a JSON object we accept.
+    #[error("the token claims are malformed")]
+    BadClaims,
+    /// `exp` is missing.
+    #[error("the token has no expiry")]
+    MissingExp,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("the token is issued in the future")]
+    IssuedInFuture,
+    /// `iss` missing, not a single string, or not the configured issuer.
+    #[error("the token issuer is not accepted")]
+    Issuer,
+    /// `aud` missing, malformed or not the configured audience.
+    #[error("the token audience is not accepted")]
+    Audience,
+    /// The user claim is missing, empty, not a string, or not a valid header value.
+    #[error("the token does not name a valid user")]
+    User,
+}
+
+/// A token that passed verification. It no longer carries the raw token.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// SHA-256 of the signing input: the store key.
+    pub hash: TokenHash,
+    /// The user claim.
+    pub user: String,
+    /// `iat`, if the token has one.
+    pub issued_at: Option<i64>,
+    /// `exp`.
+    pub expires_at: i64,
+    /// Every claim, for `forward.claim_headers`.
+    pub claims: Map<String, Value>,
+}
+
+/// What the verifier checks, besides keys.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// Accepted algorithms (one key family).
+    pub algorithms: Vec<Algorithm>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted audiences; empty means `aud` is not checked.
+    pub audience: Vec<String>,
+    /// Clock skew allowed for `exp`, `nbf`, `iat`.
+    pub leeway: u64,
+    /// The claim naming the user.
+    pub user_claim: String,
+}
+
+/// One verification key with the validation rules that go with it.
+#[derive(Clone)]
+struct KeyEntry {
+    kid: Option<String>,
+    key: DecodingKey,
+    /// The configured algorithms this key may verify (all of its family).
+    validation: Validation,
+}
+
+/// The keys loaded at start, ready to verify.
+#[derive(Clone)]
+pub struct KeySet {
+    entries: Vec<KeyEntry>,
+    description: String,
+    /// Whether `kid` selects among the keys (a JWK set) or is ignored (a single key).
+    by_kid: bool,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("keys", &self.entries.len())
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// An HMAC secret for the HS* algorithms.
+    pub fn from_secret(secret: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        let key = DecodingKey::from_secret(secret).map_err(|e| format!("unusable secret: {e}"))?;
+        KeySet::single(key, algorithms, "an HMAC secret".into())
+    }
+
+    /// A PEM public key (RSA, EC or Ed25519).
+    pub fn from_pem(pem: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        let text = std::str::from_utf8(pem).map_err(|_| "is not a PEM file".to_string())?;
+        if text.contains("PRIVATE KEY") {
+            return Err("holds a private key; give tokengate the public key only".into());
+        }
+        let family = algorithms[0].family();
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
+            AlgorithmFamily::Hmac => return Err("a PEM key cannot verify HMAC algorithms".into()),
+        }
+        .map_err(|e| format!("is not a usable {family:?} public key ({e})"))?;
+        KeySet::single(key, algorithms, format!("a {family:?} public key"))
+    }
+
+    fn single(
+        key: DecodingKey,
+        algorithms: &[Algorithm],
+        description: String,
+    ) -> Result<KeySet, String> {
+        let family = key.family();
+        let usable: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| a.family() == family)
+            .collect();
+        if usable.len() != algorithms.len() {
+            return Err(format!(
+                "a {family:?} key cannot verify {}",
+                algorithms
+                    .iter()
+                    .filter(|a| a.family() != family)
+                    .map(|a| algorithm_name(*a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(KeySet {
+            entries: vec![KeyEntry {
+                kid: None,
+                key,
+                validation: base_validation(&usable),
+            }],
+            description,
+            by_kid: false,
+        })
+    }
+
+    /// A JWK set (RFC 7517): tokens pick a key by `kid`.
+    pub fn from_jwks(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        let set: JwkSet =
+            serde_json::from_slice(json).map_err(|e| format!("is not a JWK set ({e})"))?;
+        let mut entries = Vec::new();
+        let mut kids = HashSet::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                continue; // an encryption key never verifies a signature
+            }
+            let key =
+                DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i} is not usable ({e})"))?;
+            if key.family() == AlgorithmFamily::Hmac {
+                return Err(format!(
+                    "key {i} is a symmetric key; a JWK set holds public keys only"
+                ));
+            }
+            let mut usable: Vec<Algorithm> = algorithms
+                .iter()
+                .copied()
+                .filter(|a| a.family() == key.family())
+                .collect();
+            if let Some(alg) = jwk.common.key_algorithm {
+                // A key that names its algorithm verifies that algorithm only.
+                usable.retain(|a| key_algorithm_matches(alg, *a));
+            }
+            if usable.is_empty() {
+                continue; // a key for algorithms we do not accept
+            }
+            if let Some(kid) = &jwk.common.key_id {
+                if !kids.insert(kid.clone()) {
+                    return Err(format!("kid {kid:?} appears twice"));
+                }
+            }
+            entries.push(KeyEntry {
+                kid: jwk.common.key_id.clone(),
+                key,
+                validation: base_validation(&usable),
+            });
+        }
+        if entries.is_empty() {
+            return Err("holds no key for the configured algorithms".into());
+        }
+        let description = format!("a JWK set of {} key(s)", entries.len());
+        Ok(KeySet {
+            entries,
+            description,
+            by_kid: true,
+        })
+    }
+
+    /// Keys that may verify a token with this header; empty when none.
+    fn candidates<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a KeyEntry> + 'a {
+        self.entries.iter().filter(move |e| {
+            // In a JWK set a `kid` must name the key; without one, every key of the
+            // algorithm is tried (all of them are trusted). A single key ignores `kid`.
+            e.validation.algorithms.contains(&alg)
+                && (!self.by_kid || kid.is_none() || e.kid.as_deref() == kid)
+        })
+    }
+}
+
+fn key_algorithm_matches(key_alg: KeyAlgorithm, alg: Algorithm) -> bool {
+    format!("{key_alg:?}") == algorithm_name(alg)
+}
+
+/// The jsonwebtoken rules shared by every key. Time and claim rules that depend on the
+/// settings are filled in by [`Verifier::new`].
+fn base_validation(algorithms: &[Algorithm]) -> Validation {
+    let mut v = Validation::new(algorithms[0]);
+    v.algorithms = algorithms.to_vec();
+    v
+}
+
+/// Verifies tokens against the keys and rules loaded at start. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    keys: KeySet,
+    settings: VerifierSettings,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Builds the verifier; the jsonwebtoken `Validation` of every key is configured here,
+    /// once.
+    pub fn new(mut keys: KeySet, settings: VerifierSettings) -> Verifier {
+        for entry in &mut keys.entries {
+            let v = &mut entry.validation;
+            v.leeway = settings.leeway;
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            let mut required = vec!["exp"];
+            if let Some(iss) = &settings.issuer {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            if settings.audience.is_empty() {
+                // jsonwebtoken refuses any token carrying `aud` when none is configured;
+                // SPEC §5 checks `aud` only when configured.
+                v.validate_aud = false;
+            } else {
+                v.set_audience(&settings.audience);
+                v.validate_aud = true;
+                required.push("aud");
+            }
+            v.set_required_spec_claims(&required);
+        }
+        Verifier { keys, settings }
+    }
+
+    /// The accepted algorithm names, for summaries.
+    pub fn algorithm_names(&self) -> Vec<&'static str> {
+        self.settings
+            .algorithms
+            .iter()
+            .map(|a| algorithm_name(*a))
+            .collect()
+    }
+
+    /// What the keys are, for summaries (never the key material).
+    pub fn key_description(&self) -> &str {
+        &self.keys.description
+    }
+
+    /// Verifies a compact JWS at the current time.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        self.verify_at(token, now())
+    }
+
+    /// Verifies a compact JWS as of `now` (unix seconds); used by tests for time rules.
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, VerifyError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::TooLong);
+        }
+        let (signing_input, header_b64) = split_compact(token)?;
+        let header = parse_header(header_b64)?;
+        let alg = header.alg;
+        if !self.settings.algorithms.contains(&alg) {
+            return Err(VerifyError::Algorithm);
+        }
+        let mut result = Err(VerifyError::UnknownKey);
+        for entry in self.keys.candidates(alg, header.kid.as_deref()) {
+            result = jsonwebtoken::decode::<StrictObject>(token, &entry.key, &entry.validation)
+                .map(|data| data.claims.0)
+                .map_err(map_jwt_error);
+            if !matches!(result, Err(VerifyError::Signature)) {
+                break;
+            }
+        }
+        let claims = result?;
+        self.check_claims(claims, signing_input, now)
+    }
+
+    /// Our rules on top of jsonwebtoken's.
+    fn check_claims(
+        &self,
+        claims: Map<String, Value>,
+        signing_input: &str,
+        now: i64,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let leeway = self.settings.leeway as i64;
+        let expires_at = numeric_date(claims.get("exp"))?.ok_or(VerifyError::MissingExp)?;
+        if expires_at + leeway < now {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(nbf) = numeric_date(claims.get("nbf"))? {
+            if nbf > now + leeway {
+                return Err(VerifyError::NotYetValid);
+            }
+        }
+        let issued_at = numeric_date(claims.get("iat"))?;
+        if issued_at.is_some_and(|iat| iat > now + leeway) {
+            return Err(VerifyError::IssuedInFuture);
+        }
+        if let Some(iss) = &self.settings.issuer {
+            // jsonwebtoken accepts an array with one matching element; RFC 7519 §4.1.1
+            // makes `iss` a single StringOrURI.
+            match claims.get("iss") {
+                Some(Value::String(s)) if s == iss => {}
+                _ => return Err(VerifyError::Issuer),
+            }
+        }
+        if !self.settings.audience.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => self.settings.audience.contains(a),
+                Some(Value::Array(items)) => {
+                    items.iter().all(Value::is_string)
+                        && items.iter().any(|i| {
+                            i.as_str()
+                                .is_some_and(|a| self.settings.audience.iter().any(|c| c == a))
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(VerifyError::Audience);
+            }
+        }
+        let user = match claims.get(&self.settings.user_claim) {
+            Some(Value::String(u)) if valid_user(u) => u.clone(),
+            _ => return Err(VerifyError::User),
+        };
+        Ok(VerifiedToken {
+            hash: TokenHash::of_signing_input(signing_input.as_bytes()),
+            user,
+            issued_at,
+            expires_at,
+            claims,
+        })
+    }
+}
+
+/// The current time in unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A user id must be safe to put in a header as is: non-empty, bounded, no control
+/// characters, and no surrounding whitespace that a backend might trim away.
+fn valid_user(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= MAX_USER_BYTES
+        && u.trim() == u
+        && !u.chars().any(char::is_control)
+        && HeaderValue::from_str(u).is_ok()
+}
+
+/// Checks the compact form; returns the signing input and the header segment.
+fn split_compact(token: &str) -> Result<(&str, &str), VerifyError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed);
+    };
+    for part in [h, p, s] {
+        if part.is_empty()
+            || !part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(VerifyError::Malformed);
+        }
+    }
+    // A base64url string of length 1 (mod 4) cannot be canonical.
+    if s.len() % 4 == 1 {
+        return Err(VerifyError::Malformed);
+    }
+    Ok((&token[..h.len() + 1 + p.len()], h))
+}
+
+/// The header fields we act on.
+struct ParsedHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// Header parameters that are refused outright: keys carried by the token itself
+/// (RFC 8725 §3.10: never trust them), extensions we do not implement (RFC 7515
+/// §4.1.11: a `crit` we do not understand must be refused), and JWE/nesting.
+const FORBIDDEN_HEADER_PARAMS: &[&str] = &[
+    "jwk", "jku", "x5u", "x5c", "crit", "b64", "enc", "zip", "epk",
+];
+
+fn parse_header(segment: &str) -> Result<ParsedHeader, VerifyError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::Malformed)?;
+    let StrictObject(header) =
+        serde_json::from_slice(&bytes).map_err(|_| VerifyError::BadHeader)?;
+    if FORBIDDEN_HEADER_PARAMS
+        .iter()
+        .any(|p| header.contains_key(*p))
+    {
+        return Err(VerifyError::ForbiddenHeader);
+    }
+    if let Some(cty) = header.get("cty") {
+        // A nested JWT would have us verify a token inside a token.
+        if cty.as_str().is_none_or(|c| c.eq_ignore_ascii_case("jwt")) {
+            return Err(VerifyError::ForbiddenHeader);
+        }
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) => parse_algorithm(name).ok_or(VerifyError::Algorithm)?,
+        _ => return Err(VerifyError::Algorithm),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
+        Some(_) => return Err(VerifyError::UnknownKey),
+    };
+    if header.get("typ").is_some_and(|t| !t.is_string()) {
+        return Err(VerifyError::BadHeader);
+    }
+    Ok(ParsedHeader { alg, kid })
+}
+
+/// A NumericDate (RFC 7519 §2): a non-negative number of seconds, up to year 9999.
+fn numeric_date(value: Option<&Value>) -> Result<Option<i64>, VerifyError> {
+    match value {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(&f) => {
+                Ok(Some(f.floor() as i64))
+            }
+            _ => Err(VerifyError::BadClaims),
+        },
+        Some(_) => Err(VerifyError::BadClaims),
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> VerifyError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => VerifyError::Signature,
+        ErrorKind::ExpiredSignature => VerifyError::Expired,
+        ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+        ErrorKind::InvalidIssuer => VerifyError::Issuer,
+        ErrorKind::InvalidAudience => VerifyError::Audience,
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => VerifyError::MissingExp,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => VerifyError::Issuer,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => VerifyError::Audience,
+        ErrorKind::InvalidClaimFormat(c) if c == "iss" => VerifyError::Issuer,
+        ErrorKind::InvalidClaimFormat(c) if c == "aud" => VerifyError::Audience,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => VerifyError::Algorithm,
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            VerifyError::BadClaims
+        }
+        ErrorKind::Base64(_) | ErrorKind::InvalidToken => VerifyError::Malformed,
+        // Key errors at verify time mean the key cannot check this token at all.
+        _ => VerifyError::Signature,
+    }
+}
+
+/// A JSON object whose keys are all distinct.
+///
+/// serde_json keeps the last of duplicate keys; a token with two `sub` or two `alg`
+/// could mean different things to different parsers, so it is refused.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(key, value);
+                }
+                Ok(StrictObject(map))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn verifier(issuer: Option<&str>, audience: &[&str]) -> Verifier {
+        let algs = vec![Algorithm::HS256];
+        Verifier::new(
+            KeySet::from_secret(SECRET, &algs).unwrap(),
+            VerifierSettings {
+                algorithms: algs,
+                issuer: issuer.map(String::from),
+                audience: audience.iter().map(|s| s.to_string()).collect(),
+                leeway: 30,
+                user_claim: "sub".into(),
+            },
+        )
+    }
+
+    fn mint(claims: Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn mint_raw(header: &str, payload: &str) -> String {
+        use hmac_sign::sign;
+        let h = URL_SAFE_NO_PAD.encode(header);
+        let p = URL_SAFE_NO_PAD.encode(payload);
+        let input = format!("{h}.{p}");
+        let sig = sign(&input);
+        format!("{input}.{sig}")
+    }
+
+    mod hmac_sign {
+        pub fn sign(input: &str) -> String {
+            jsonwebtoken::crypto::sign(
+                input.as_bytes(),
+                &jsonwebtoken::EncodingKey::from_secret(super::SECRET).unwrap(),
+                jsonwebtoken::Algorithm::HS256,
+            )
+            .unwrap()
+        }
+    }
+
+    fn good() -> Value {
+        let n = now();
+        json!({"sub": "alice", "exp": n + 600, "iat": n})
+    }
+
+    fn at(v: &Verifier, token: &str) -> Result<VerifiedToken, VerifyError> {
+        v.verify_at(token, now())
+    }
+
+    #[test]
+    fn a_good_token_verifies_and_is_keyed_by_its_signing_input() {
+        let n = now();
+        let t = mint(good());
+        let ok = at(&verifier(None, &[]), &t).unwrap();
+        assert_eq!(ok.user, "alice");
+        assert_eq!(ok.expires_at, n + 600);
+        assert_eq!(ok.issued_at, Some(n));
+        let input = &t[..t.rfind('.').unwrap()];
+        assert_eq!(ok.hash, TokenHash::of_signing_input(input.as_bytes()));
+    }
+
+    #[test]
+    fn exp_is_required_and_checked_with_the_configured_leeway() {
+        let n = now();
+        let v = verifier(None, &[]);
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a"}))).unwrap_err(),
+            VerifyError::MissingExp
+        );
+        assert!(
+            at(&v, &mint(json!({"sub": "a", "exp": n - 29}))).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a", "exp": n - 32}))).unwrap_err(),
+            VerifyError::Expired
+        );
+        for bad in [json!("soon"), json!(null), json!(-5), json!(1e300)] {
+            assert!(
+                at(&v, &mint(json!({"sub": "a", "exp": bad}))).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn nbf_and_iat_in_the_future_are_refused_beyond_the_leeway() {
+        let n = now();
+        let v = verifier(None, &[]);
+        let exp = n + 600;
+        assert!(at(&v, &mint(json!({"sub": "a", "exp": exp, "nbf": n + 29}))).is_ok());
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a", "exp": exp, "nbf": n + 32}))).unwrap_err(),
+            VerifyError::NotYetValid
+        );
+        assert!(at(&v, &mint(json!({"sub": "a", "exp": exp, "iat": n + 29}))).is_ok());
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a", "exp": exp, "iat": n + 32}))).unwrap_err(),
+            VerifyError::IssuedInFuture
+        );
+    }
+
+    #[test]
+    fn issuer_must_be_the_single_configured_string() {
+        let n = now();
+        let v = verifier(Some("https://idp"), &[]);
+        let exp = n + 600;
+        assert!(at(
+            &v,
+            &mint(json!({"sub": "a", "exp": exp, "iss": "https://idp"}))
+        )
+        .is_ok());
+        for bad in [
+            json!(["https://idp"]),
+            json!("https://IDP"),
+            json!("other"),
+            json!(5),
+        ] {
+            assert_eq!(
+                at(&v, &mint(json!({"sub": "a", "exp": exp, "iss": bad}))).unwrap_err(),
+                VerifyError::Issuer
+            );
+        }
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a", "exp": exp}))).unwrap_err(),
+            VerifyError::Issuer
+        );
+    }
+
+    #[test]
+    fn audience_is_required_when_configured_and_ignored_otherwise() {
+        let n = now();
+        let v = verifier(None, &["api"]);
+        let exp = n + 600;
+        assert!(at(&v, &mint(json!({"sub": "a", "exp": exp, "aud": "api"}))).is_ok());
+        assert!(at(
+            &v,
+            &mint(json!({"sub": "a", "exp": exp, "aud": ["x", "api"]}))
+        )
+        .is_ok());
+        for bad in [json!("web"), json!(["web"]), json!(5), json!([5])] {
+            assert_eq!(
+                at(&v, &mint(json!({"sub": "a", "exp": exp, "aud": bad}))).unwrap_err(),
+                VerifyError::Audience
+            );
+        }
+        assert_eq!(
+            at(&v, &mint(json!({"sub": "a", "exp": exp}))).unwrap_err(),
+            VerifyError::Audience
+        );
+        let open = verifier(None, &[]);
+        assert!(at(
+            &open,
+            &mint(json!({"sub": "a", "exp": exp, "aud": "anything"}))
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_user_claim_must_be_a_clean_non_empty_string() {
+        let n = now();
+        let v = verifier(None, &[]);
+        let exp = n + 600;
+        for bad in [
+            json!(""),
+            json!(5),
+            json!(null),
+            json!("a\r\nX-Admin: 1"),
+            json!("a\u{0}"),
+            json!(" a"),
+            json!("x".repeat(2000)),
+        ] {
+            assert_eq!(
+                at(&v, &mint(json!({"sub": bad, "exp": exp}))).unwrap_err(),
+                VerifyError::User,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            at(&v, &mint(json!({"exp": exp}))).unwrap_err(),
+            VerifyError::User
+        );
+    }
+
+    #[test]
+    fn duplicate_claims_and_duplicate_header_keys_are_refused() {
+        let n = now();
+        let v = verifier(None, &[]);
+        let t = mint_raw(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &format!(r#"{{"sub":"a","sub":"b","exp":{}}}"#, n + 60),
+        );
+        assert_eq!(at(&v, &t).unwrap_err(), VerifyError::BadClaims);
+        let t = mint_raw(
+            r#"{"alg":"HS256","alg":"none"}"#,
+            &format!(r#"{{"sub":"a","exp":{}}}"#, n + 60),
+        );
+        assert_eq!(at(&v, &t).unwrap_err(), VerifyError::BadHeader);
+        let t = mint_raw(
+            r#"["HS256"]"#,
+            &format!(r#"{{"sub":"a","exp":{}}}"#, n + 60),
+        );
+        assert_eq!(at(&v, &t).unwrap_err(), VerifyError::BadHeader);
+    }
+
+    #[test]
+    fn none_and_unlisted_algorithms_are_refused() {
+        let v = verifier(None, &[]);
+        let payload = URL_SAFE_NO_PAD.encode(good().to_string());
+        for alg in ["none", "None", "NONE", "nOnE", "HS384", "RS256"] {
+            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}"}}"#));
+            assert!(
+                at(&v, &format!("{h}.{payload}.")).is_err(),
+                "{alg} without signature"
+            );
+            assert_eq!(
+                at(&v, &format!("{h}.{payload}.c2ln")).unwrap_err(),
+                VerifyError::Algorithm,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_borne_keys_and_extensions_are_refused() {
+        let v = verifier(None, &[]);
+        let payload = good().to_string();
+        for header in [
+            r#"{"alg":"HS256","jwk":{"kty":"oct","k":"AAAA"}}"#,
+            r#"{"alg":"HS256","jku":"http://127.0.0.1:1/jwks"}"#,
+            r#"{"alg":"HS256","x5u":"http://127.0.0.1:1/x"}"#,
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+            r#"{"alg":"HS256","b64":false,"crit":["b64"]}"#,
+            r#"{"alg":"HS256","cty":"JWT"}"#,
+        ] {
+            assert_eq!(
+                at(&v, &mint_raw(header, &payload)).unwrap_err(),
+                VerifyError::ForbiddenHeader,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_is_checked_before_anything_else() {
+        let v = verifier(None, &[]);
+        let t = mint(good());
+        let (h, rest) = t.split_once('.').unwrap();
+        let (p, s) = rest.split_once('.').unwrap();
+        for bad in [
+            format!("{h}.{p}"),
+            format!("{h}.{p}.{s}.x"),
+            format!("{h}.{p}.{s}.x.y"),
+            format!("{h}..{s}"),
+            format!(".{p}.{s}"),
+            format!("{h}.{p}.{s}="),
+            format!("{h}.{p}.{}", s.replace('-', "+").replace('_', "/") + "+"),
+            format!("{h}.{p}. {s}"),
+            format!("{h}.{p}.{}", &s[..s.len() - 2]),
+            format!("{h}.{p}."),
+            format!("{{\"payload\":\"{p}\",\"signature\":\"{s}\"}}"),
+            "x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            assert!(at(&v, &bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            at(&v, &"a".repeat(MAX_TOKEN_BYTES + 1)).unwrap_err(),
+            VerifyError::TooLong
+        );
+    }
+
+    #[test]
+    fn a_forged_signature_is_refused() {
+        let v = verifier(None, &[]);
+        let other = encode(
+            &Header::new(Algorithm::HS256),
+            &good(),
+            &EncodingKey::from_secret(b"another-secret-another-secret-xx").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(at(&v, &other).unwrap_err(), VerifyError::Signature);
+    }
+
+    #[test]
+    fn the_crypto_provider_is_usable() {
+        check_crypto_provider().unwrap();
+    }
+}

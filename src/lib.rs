@@ -1,0 +1,48 @@
+//! tokengate: an authentication sidecar that makes JWTs revocable.
+//!
+//! A reverse proxy in front of an unmodified backend. It lets through only requests
+//! whose JWT verifies *and* is still live in its token store, tells the backend who the
+//! caller is in an injected header, and learns issued tokens by watching login
+//! responses. `/logout` and `/logout-all` revoke tokens before they expire.
+//!
+//! ```text
+//!  client ──▶ gate (path check, header hygiene, route, authenticate) ──▶ proxy ──▶ backend
+//!                         │                                              ▲
+//!                      strategy ──▶ store (SQLite)       capture ◀───────┘ login responses
+//! ```
+//!
+//! # Layout
+//! - [`cli`]: subcommands (serve, check-config, tokens, prune, demo).
+//! - [`config`]: the TOML file → a validated [`config::Config`], every error at load.
+//! - [`jwt`]: keys and verification → a [`jwt::VerifiedToken`].
+//! - [`extract`]: reading a request's token from its configured sources.
+//! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
+//! - [`store`]: the [`store::TokenStore`] trait and its SQLite implementation.
+//! - [`capture`]: learning tokens from login responses.
+//! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
+//! - [`proxy`]: the upstream client and header hygiene.
+//! - [`admin`]: health, readiness, metrics.
+//! - [`server`]: listeners, graceful shutdown, background prune.
+//! - [`app`]: the immutable shared state built at start.
+//! - [`body`], [`metrics`], [`timefmt`]: small shared pieces.
+//! - [`demo`]: the walkthrough's sample backend.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod extract;
+pub mod gate;
+pub mod jwt;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod store;
+pub mod strategy;
+pub mod timefmt;

@@ -1,0 +1,194 @@
+//! Listeners, connections and graceful shutdown.
+//!
+//! [`run`] serves the public and admin listeners until its `shutdown` future resolves,
+//! then stops accepting and gives in-flight requests `server.shutdown_grace_seconds` to
+//! finish (the shape of hyper-util's `graceful.rs`). Both listeners are passed in, bound,
+//! so tests run on port 0. The background prune also lives here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+
+/// A client must send its whole request head within this time (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// More request headers than this get 431.
+pub const MAX_HEADERS: usize = 100;
+/// Rows deleted per prune transaction, so that the request path never waits long.
+pub const PRUNE_BATCH: u32 = 500;
+
+/// Binds a listener, naming the address in the error (e.g. a port already in use).
+pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// Serves both listeners until `shutdown` resolves, then drains.
+pub async fn run(
+    app: Arc<App>,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = app.config.server.shutdown_grace;
+
+    let pruner = tokio::spawn(prune_loop(app.clone(), stop_rx.clone()));
+    let public_task = {
+        let app = app.clone();
+        tokio::spawn(serve(
+            public,
+            stop_rx.clone(),
+            grace,
+            "public",
+            move |peer| {
+                let app = app.clone();
+                service_fn(move |req| crate::gate::handle(app.clone(), peer, req))
+            },
+        ))
+    };
+    let admin_task = {
+        let app = app.clone();
+        tokio::spawn(serve(admin, stop_rx, grace, "admin", move |_peer| {
+            let app = app.clone();
+            service_fn(move |req| crate::admin::handle(app.clone(), req))
+        }))
+    };
+
+    shutdown.await;
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: no new connections, draining"
+    );
+    let _ = stop_tx.send(true);
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    pruner.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts connections on one listener until told to stop, then waits for its
+/// connections to finish, at most `grace`.
+async fn serve<F, S>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+    name: &'static str,
+    make_service: F,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(listener = name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder.serve_connection(TokioIo::new(stream), make_service(peer)).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(listener = name, "grace period over; closing the remaining connections");
+        }
+    }
+}
+
+/// Deletes expired rows every `store.prune_interval_seconds`.
+async fn prune_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let interval = app.config.store.prune_interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        match prune_once(&app).await {
+            Ok(report) if report.total() > 0 => tracing::info!(
+                valid_token = report.valid_token,
+                invalid_token = report.invalid_token,
+                user_status = report.user_status,
+                "pruned expired rows"
+            ),
+            Ok(_) => tracing::debug!("prune: nothing expired"),
+            Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
+        }
+    }
+}
+
+/// One prune pass over every table.
+pub async fn prune_once(app: &App) -> Result<crate::store::PruneReport, crate::store::StoreError> {
+    let now = crate::jwt::now();
+    // Cut-offs are kept: without a bound on token lifetimes, an old cut-off may still
+    // be what refuses a long-lived token.
+    app.strategy.store().prune(now, i64::MIN, PRUNE_BATCH).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
