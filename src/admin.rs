@@ -1,26 +1,37 @@
-//! The admin listener: health, readiness, metrics (SPEC §6).
+//! The admin listener: health, readiness, metrics and the admin API (SPEC §6).
 //!
 //! It listens on its own address (loopback by default) so that probes and scrapes never
-//! share a port with the traffic they watch.
+//! share a port with the traffic they watch. The `/admin` routes need
+//! `Authorization: Bearer <admin token>`, compared in constant time; without a
+//! configured token they do not exist (404) and the rest of the listener works.
+//! Every revocation made here is logged at info with `by = "admin"`: an audit trail.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::app::App;
 use crate::body::{self, Body};
-use crate::gate::json_response;
+use crate::gate::{json_response, percent_decode};
+use crate::store::Session;
+use crate::strategy::SessionMeta;
+
+/// The most of a `POST /admin/tokens` body read (a token is at most 8 KiB).
+const MAX_ADMIN_BODY: usize = 16 * 1024;
 
 /// Handles one request of the admin listener.
 pub async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
+    let path = request.uri().path().to_string();
+    let response = match (request.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => {
             json_response(StatusCode::OK, &json!({"status": "ok"}))
         }
@@ -35,10 +46,8 @@ pub async fn handle(
             );
             response
         }
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "error_description": "no such admin route"}),
-        ),
+        (_, p) if p == "/admin" || p.starts_with("/admin/") => admin_api(&app, request).await,
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin route"),
     };
     Ok(response)
 }
@@ -56,4 +65,206 @@ async fn readiness(app: &App) -> Response<Body> {
             )
         }
     }
+}
+
+fn error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
+}
+
+/// Whether the request carries the admin token. Both sides are compared in constant
+/// time; only their lengths can leak.
+fn authorized(expected: &str, request: &Request<Incoming>) -> bool {
+    let mut values = request.headers().get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Some((scheme, given)) = value.split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes()))
+}
+
+async fn admin_api(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let Some(expected) = app.config.admin.token.as_deref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin API is off (no admin token configured)",
+        );
+    };
+    if !authorized(expected, &request) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tokengate-admin\""),
+        );
+        return response;
+    }
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let result = match (request.method().clone(), segments.as_slice()) {
+        (Method::POST, ["admin", "tokens"]) => add_token(app, request).await,
+        (Method::GET, ["admin", "users", user, "sessions"]) => list_user(app, &decode(user)).await,
+        (Method::DELETE, ["admin", "users", user, "sessions"]) => {
+            revoke_user(app, &decode(user)).await
+        }
+        (Method::DELETE, ["admin", "sessions", id]) => revoke_session(app, &decode(id)).await,
+        _ => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such admin route",
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "admin API: store unavailable");
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the token store is unavailable",
+        );
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    })
+}
+
+fn decode(segment: &str) -> String {
+    String::from_utf8_lossy(&percent_decode(segment)).into_owned()
+}
+
+type ApiResult = Result<Response<Body>, crate::store::StoreError>;
+
+/// `POST /admin/tokens`: the body is the JWT (or `{"token": "..."}`); it is verified
+/// exactly as a request's token would be, then registered.
+async fn add_token(app: &App, request: Request<Incoming>) -> ApiResult {
+    let Ok(collected) = Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+    else {
+        return Ok(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the body is too large for a token",
+        ));
+    };
+    let bytes = collected.to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let raw = if text.starts_with('{') {
+        match serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("token")?.as_str().map(String::from))
+        {
+            Some(t) => t,
+            None => {
+                return Ok(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "expected the JWT, or {\"token\": \"<jwt>\"}",
+                ))
+            }
+        }
+    } else {
+        text.to_string()
+    };
+    let token = match app.config.verifier.verify(&raw) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                &e.to_string(),
+            ))
+        }
+    };
+    let meta = SessionMeta {
+        user_agent: Some("tokengate-admin".into()),
+        client_addr: None,
+    };
+    let session = match app.strategy.admit(&token, meta).await {
+        Ok(s) => s,
+        Err(crate::strategy::AdmitError::Store(e)) => return Err(e),
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                &e.to_string(),
+            ))
+        }
+    };
+    tracing::info!(user = %token.user, token = %token.hash.short(), by = "admin", "token registered");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"user": token.user, "expires": token.expires_at, "session": session.as_ref().map(session_json)}),
+    ))
+}
+
+fn session_json(s: &Session) -> serde_json::Value {
+    json!({
+        "id": s.session_id,
+        "user": s.user_id,
+        "created": s.created_at,
+        "expires": s.expires_at,
+        "user_agent": s.user_agent,
+        "client_addr": s.client_addr,
+    })
+}
+
+/// `GET /admin/users/{id}/sessions`
+async fn list_user(app: &App, user: &str) -> ApiResult {
+    if !app.strategy.keeps_sessions() {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "sessions are not kept under this revocation strategy",
+        ));
+    }
+    let sessions = app
+        .strategy
+        .store()
+        .list_sessions(user, crate::jwt::now())
+        .await?;
+    let list: Vec<_> = sessions.iter().map(session_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"user": user, "sessions": list}),
+    ))
+}
+
+/// `DELETE /admin/users/{id}/sessions`: logout-all on behalf of a user.
+async fn revoke_user(app: &App, user: &str) -> ApiResult {
+    let sessions = app.strategy.logout_all(user).await?;
+    app.metrics.revocation("admin_user");
+    tracing::info!(user = %user, sessions, by = "admin", "logout-all");
+    Ok(no_content())
+}
+
+/// `DELETE /admin/sessions/{id}`
+async fn revoke_session(app: &App, id: &str) -> ApiResult {
+    match app.strategy.store().delete_session(id, None).await? {
+        Some(s) => {
+            app.metrics.revocation("admin_session");
+            tracing::info!(user = %s.user_id, session = %s.session_id, by = "admin", "session revoked");
+            Ok(no_content())
+        }
+        None => Ok(error(StatusCode::NOT_FOUND, "not_found", "no such session")),
+    }
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
 }

@@ -525,18 +525,31 @@ impl Config {
 
 /// Parses TOML into the raw layer, naming the full dotted key on any error.
 pub fn parse_raw(text: &str) -> Result<raw::RawConfig, ConfigError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::new("", toml_message(&e)))?;
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new("", toml_message(text, &e)))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        ConfigError::new(key, toml_message(e.inner()))
+        ConfigError::new(key, toml_message(text, e.inner()))
     })
 }
 
-/// The first line of a toml error, without its source excerpt.
-fn toml_message(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    msg.lines().next().unwrap_or("invalid TOML").to_string()
+/// The first line of a toml error, without its source excerpt, with its line number.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let msg = e
+        .message()
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{msg} (line {line})")
+        }
+        None => msg,
+    }
 }
 
 fn io_reason(e: &std::io::Error) -> String {

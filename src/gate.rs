@@ -530,7 +530,7 @@ pub fn path_is_unsafe(path: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes (once); invalid escapes are kept as they are.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

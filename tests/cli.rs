@@ -1,0 +1,351 @@
+//! The `tokengate` binary as a user runs it: start-up errors are one clear line with a
+//! non-zero exit, `serve` drains on SIGTERM and exits 0, and the `tokens` and `prune`
+//! subcommands act on the database of a running proxy.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+
+/// Writes a config for `backend` into `dir` and returns its path.
+fn write_config(dir: &std::path::Path, backend: SocketAddr, extra_jwt: &str) -> std::path::PathBuf {
+    let text = DEFAULT_CONFIG
+        .replace("{strategy}", "allowlist")
+        .replace("{backend}", &backend.to_string())
+        .replace("{db}", &dir.join("tokengate.db").display().to_string())
+        .replace(
+            "leeway_seconds = 5",
+            &format!("leeway_seconds = 5\n{extra_jwt}"),
+        );
+    let path = dir.join("tokengate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(args: &[&str], config: &std::path::Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(String::from)
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
+/// Asserts a failed run: non-zero exit, exactly one line on stderr containing `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
+    let lines = stderr_lines(out);
+    assert_eq!(lines.len(), 1, "expected one line, got {lines:#?}");
+    assert!(
+        lines[0].contains(needle),
+        "{:?} does not contain {needle:?}",
+        lines[0]
+    );
+    assert!(!lines[0].contains("panicked"), "{}", lines[0]);
+}
+
+/// A `tokengate serve` child process, with its public and admin addresses.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Served {
+    fn start(config: &std::path::Path) -> Served {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The start-up log line names the bound address (the config asks for port 0).
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("tokengate exited before serving")
+                .unwrap();
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "tokengate serving" {
+                break v["listen"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Served { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_good_file_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let out = run(&["check-config"], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK") && text.contains("HS256") && text.contains("allowlist"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_one_line_naming_the_dotted_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("shutdown_grace_seconds", "shutdown_grace_second");
+    std::fs::write(&config, text).unwrap();
+    assert_one_line_error(
+        &run(&["check-config"], &config),
+        "config error: server.shutdown_grace_second",
+    );
+    assert_one_line_error(
+        &run(&["serve"], &config),
+        "config error: server.shutdown_grace_second",
+    );
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_one_line() {
+    let out = run(
+        &["check-config"],
+        std::path::Path::new("/nonexistent/tokengate.toml"),
+    );
+    assert_one_line_error(&out, "cannot read /nonexistent/tokengate.toml");
+}
+
+#[tokio::test]
+async fn a_missing_key_file_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("algorithms = [\"HS256\"]", "algorithms = [\"RS256\"]")
+        .replace(
+            "secret = \"test-secret-0123456789abcdef0123456789\"",
+            "public_key_file = \"keys/missing.pem\"",
+        );
+    std::fs::write(&config, text).unwrap();
+    assert_one_line_error(
+        &run(&["serve"], &config),
+        "config error: jwt.public_key_file: cannot read",
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_database_path_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let db = dir.path().join("tokengate.db").display().to_string();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&db, "/nonexistent-dir/tokengate.db");
+    std::fs::write(&config, text).unwrap();
+    assert_one_line_error(&run(&["serve"], &config), "/nonexistent-dir/tokengate.db");
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{port}\""),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    assert_one_line_error(
+        &run(&["serve"], &config),
+        &format!("cannot listen on {port}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A 5 s upstream timeout, so the 3 s /slow request is in flight when SIGTERM lands.
+    let config = write_config(dir.path(), backend.addr, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("timeout_seconds = 1", "timeout_seconds = 5");
+    std::fs::write(&config, text).unwrap();
+    let mut served = Served::start(&config);
+    let token = mint(&claims("alice"));
+    let out = run(&["tokens", "add", "--token", &token], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let url = served.url("/slow");
+    let in_flight = tokio::spawn(async move { get_with(&url, &token).await });
+    // Wait until the backend has the request, then signal.
+    while backend.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        in_flight.await.unwrap().status,
+        200,
+        "the in-flight request must complete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
+    let backend = Backend::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), backend.addr, "");
+    let served = Served::start(&config);
+
+    // add: verified like the proxy does; a forged token is refused with exit 1.
+    let alice1 = mint(&claims("alice"));
+    let alice2 = mint(&claims("alice"));
+    let bob = mint(&claims("bob"));
+    for t in [&alice1, &alice2, &bob] {
+        let out = run(&["tokens", "add", "--token", t], &config);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let forged = format!("{}x", &alice1[..alice1.len() - 1]);
+    let out = run(&["tokens", "add", "--token", &forged], &config);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(get_with(&served.url("/api"), &alice1).await.status, 200);
+
+    // list: a table of alice's two sessions, no raw token.
+    let out = run(&["tokens", "list", "--user", "alice"], &config);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let sessions: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(sessions.len(), 2, "{table}");
+    assert!(!table.contains(&alice1) && !table.contains(&alice2));
+
+    // revoke --session: the next request with that token is refused.
+    let first_session = sessions[0].split_whitespace().next().unwrap().to_string();
+    let out = run(&["tokens", "revoke", "--session", &first_session], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alive: Vec<u16> = [
+        get_with(&served.url("/api"), &alice1).await,
+        get_with(&served.url("/api"), &alice2).await,
+    ]
+    .iter()
+    .map(|r| r.status.as_u16())
+    .collect();
+    assert_eq!(alive.iter().filter(|s| **s == 200).count(), 1, "{alive:?}");
+    assert_eq!(alive.iter().filter(|s| **s == 401).count(), 1, "{alive:?}");
+
+    // revoke --user: every token of alice is refused, bob is untouched.
+    let out = run(&["tokens", "revoke", "--user", "alice"], &config);
+    assert!(out.status.success());
+    let before = backend.count();
+    assert_eq!(get_with(&served.url("/api"), &alice1).await.status, 401);
+    assert_eq!(get_with(&served.url("/api"), &alice2).await.status, 401);
+    assert_eq!(backend.count(), before);
+    assert_eq!(get_with(&served.url("/api"), &bob).await.status, 200);
+
+    // An unknown session is an error.
+    let out = run(&["tokens", "revoke", "--session", "nope"], &config);
+    assert_one_line_error(&out, "no such session");
+}
+
+#[tokio::test]
+async fn prune_deletes_expired_rows_and_says_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    // A token that verifies now (within leeway of 5 s is not enough to expire it later),
+    // so insert expired rows directly, as an old run would have left them.
+    let out = run(&["prune"], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("tokengate.db")).unwrap();
+    let now = now();
+    for (i, exp) in [now - 10, now - 5, now + 3600].iter().enumerate() {
+        conn.execute(
+            "INSERT INTO valid_token (token_hash, session_id, user_id, issued_at, expires_at, created_at) VALUES (?1, ?2, 'u', ?3, ?4, ?3)",
+            rusqlite::params![vec![i as u8; 32], format!("s{i}"), now - 100, exp],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO invalid_token (token_hash, user_id, expires_at) VALUES (?1, 'u', ?2)",
+        rusqlite::params![vec![9u8; 32], now - 1],
+    )
+    .unwrap();
+    let out = run(&["prune"], &config);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pruned 3 rows"), "{text}");
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM valid_token", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
+}
