@@ -104,15 +104,20 @@ pub async fn take_token(
     response: Response<Body>,
 ) -> (Response<Body>, Result<String, CaptureMiss>) {
     match source {
-        CaptureSource::Header(name) => {
-            let token = from_header(response.headers(), name);
-            (response, token)
-        }
-        CaptureSource::Cookie(name) => {
-            let token = from_set_cookie(response.headers(), name);
-            (response, token)
-        }
         CaptureSource::Json(pointer) => from_json_body(pointer, response).await,
+        _ => {
+            let token = from_headers(source, response.headers());
+            (response, token)
+        }
+    }
+}
+
+/// Finds the token in response headers, for the `header:` and `cookie:` sources.
+pub fn from_headers(source: &CaptureSource, headers: &HeaderMap) -> Result<String, CaptureMiss> {
+    match source {
+        CaptureSource::Header(name) => from_header(headers, name),
+        CaptureSource::Cookie(name) => from_set_cookie(headers, name),
+        CaptureSource::Json(_) => Err(CaptureMiss::NotFound),
     }
 }
 

@@ -37,6 +37,9 @@ pub enum Refusal {
     /// A dot-segment, an encoded slash, or a path the backend might read differently.
     #[error("bad path")]
     BadPath,
+    /// A request target longer than [`MAX_URI_BYTES`].
+    #[error("URI too long")]
+    UriTooLong,
     /// A method a tokengate route does not take.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -63,13 +66,16 @@ pub enum Refusal {
     NotFound(&'static str),
 }
 
+/// Longest request target (path and query) accepted; nginx's default is the same.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 const REALM: &str = "Bearer realm=\"tokengate\"";
 
 impl Refusal {
     /// The metrics label of this refusal.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Refusal::BadPath => "bad_path",
+            Refusal::BadPath | Refusal::UriTooLong => "bad_path",
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::NoToken => "no_token",
             Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => "invalid_token",
@@ -89,6 +95,11 @@ impl Refusal {
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the request path is not accepted",
+            ),
+            Refusal::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "invalid_request",
+                "the request target is too long",
             ),
             Refusal::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -245,6 +256,14 @@ async fn pipeline(
             "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         ));
     }
+    if request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len())
+        > MAX_URI_BYTES
+    {
+        return Err(Refusal::UriTooLong);
+    }
     check_path(request.uri().path())?;
 
     // 2. Header hygiene, on every route.
@@ -292,7 +311,7 @@ async fn pipeline(
         return capture(app, peer, request, route).await;
     }
     if routes.public.iter().any(|p| p.matches(path)) {
-        return Ok(("public", app.upstream.send(request).await?));
+        return Ok(("public", forward(app, request).await?));
     }
 
     // 4. Authenticate.
@@ -301,7 +320,14 @@ async fn pipeline(
     // 5. Inject identity and forward.
     app.headers
         .inject_identity(request.headers_mut(), &token.user, &token.claims);
-    Ok(("forwarded", app.upstream.send(request).await?))
+    Ok(("forwarded", forward(app, request).await?))
+}
+
+/// Step 5's last part: header touches that must follow authentication, then the
+/// backend.
+async fn forward(app: &App, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    app.headers.finish_for_backend(request.headers_mut());
+    app.upstream.send(request).await
 }
 
 /// Step 4: the request's token, verified and live under the strategy.
@@ -437,7 +463,7 @@ async fn capture(
             app.headers.is_trusted(peer.ip().to_canonical()),
         )),
     };
-    let response = app.upstream.send(request).await?;
+    let response = forward(app, request).await?;
     if !response.status().is_success() {
         return Ok(("capture_passthrough", response));
     }

@@ -110,6 +110,8 @@ impl HeaderPolicy {
     ///
     /// Headers named in `Connection` go first, so that `Connection: X-User-Id` cannot
     /// later remove the header we inject. Runs on every route, public ones included.
+    /// `Authorization` stays until [`HeaderPolicy::finish_for_backend`]: it is needed to
+    /// authenticate.
     pub fn strip_client_headers(&self, headers: &mut HeaderMap, peer_trusted: bool) {
         strip_connection_headers(headers);
         let mut doomed: Vec<HeaderName> = Vec::new();
@@ -129,6 +131,11 @@ impl HeaderPolicy {
         for name in doomed {
             headers.remove(&name);
         }
+    }
+
+    /// The last touch before a request leaves for the backend: drops `Authorization`
+    /// unless `forward.pass_authorization` keeps it (after authentication has read it).
+    pub fn finish_for_backend(&self, headers: &mut HeaderMap) {
         if !self.forward.pass_authorization {
             headers.remove(AUTHORIZATION);
         }
