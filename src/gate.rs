@@ -37,6 +37,9 @@ pub enum Refusal {
     /// A dot-segment, an encoded slash, or a path the backend might read differently.
     #[error("bad path")]
     BadPath,
+    /// A request whose head is ambiguous (e.g. two `Host` headers, RFC 9112 §3.2).
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
     /// A request target longer than [`MAX_URI_BYTES`].
     #[error("URI too long")]
     UriTooLong,
@@ -76,6 +79,7 @@ impl Refusal {
     pub fn outcome(&self) -> &'static str {
         match self {
             Refusal::BadPath | Refusal::UriTooLong => "bad_path",
+            Refusal::Malformed(_) => "bad_request",
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::NoToken => "no_token",
             Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => "invalid_token",
@@ -96,6 +100,7 @@ impl Refusal {
                 "invalid_request",
                 "the request path is not accepted",
             ),
+            Refusal::Malformed(what) => (StatusCode::BAD_REQUEST, "invalid_request", what),
             Refusal::UriTooLong => (
                 StatusCode::URI_TOO_LONG,
                 "invalid_request",
@@ -265,6 +270,15 @@ async fn pipeline(
         return Err(Refusal::UriTooLong);
     }
     check_path(request.uri().path())?;
+    if request
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Refusal::Malformed("more than one Host header"));
+    }
 
     // 2. Header hygiene, on every route.
     let trusted = app.headers.is_trusted(peer.ip().to_canonical());
