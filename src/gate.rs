@@ -16,7 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
+};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -255,86 +257,109 @@ async fn pipeline(
     mut request: Request<Body>,
     id: &HeaderValue,
 ) -> Result<(&'static str, Response<Body>), Refusal> {
-    // 1. The path: proxy and backend must never disagree on what was asked for.
+    check_head(&request)?;
+    clean_headers(app, peer, &mut request, id);
+    match route(app, &request) {
+        Route::Logout => logout(app, &request, false).await,
+        Route::LogoutAll => logout(app, &request, true).await,
+        Route::Sessions => list_sessions(app, &request).await,
+        Route::Session(id) => revoke_session(app, &request, &id).await,
+        Route::Capture(route) => capture(app, peer, request, route).await,
+        Route::Public => Ok(("public", forward(app, request).await?)),
+        Route::Protected => {
+            let (token, _) = authenticate(app, &request).await?;
+            app.headers
+                .inject_identity(request.headers_mut(), &token.user, &token.claims);
+            Ok(("forwarded", forward(app, request).await?))
+        }
+    }
+}
+
+/// Step 1: refuses a request head that proxy and backend might read differently.
+fn check_head<B>(request: &Request<B>) -> Result<(), Refusal> {
     if request.method() == Method::CONNECT {
         return Err(Refusal::MethodNotAllowed(
             "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         ));
     }
-    if request
+    let target_len = request
         .uri()
         .path_and_query()
-        .map_or(0, |pq| pq.as_str().len())
-        > MAX_URI_BYTES
-    {
+        .map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_URI_BYTES {
         return Err(Refusal::UriTooLong);
     }
     check_path(request.uri().path())?;
-    if request
-        .headers()
-        .get_all(http::header::HOST)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
+    if request.headers().get_all(HOST).iter().nth(1).is_some() {
         return Err(Refusal::Malformed("more than one Host header"));
     }
+    Ok(())
+}
 
-    // 2. Header hygiene, on every route.
+/// Step 2: header hygiene, on every route: client copies of identity, hop-by-hop and
+/// forwarding headers go, ours are set.
+fn clean_headers(app: &App, peer: SocketAddr, request: &mut Request<Body>, id: &HeaderValue) {
     let trusted = app.headers.is_trusted(peer.ip().to_canonical());
-    app.headers
-        .strip_client_headers(request.headers_mut(), trusted);
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
     let authority = request.uri().authority().cloned();
+    let headers = request.headers_mut();
+    app.headers.strip_client_headers(headers, trusted);
+    headers.insert(X_REQUEST_ID, id.clone());
     app.headers
-        .set_forwarded(request.headers_mut(), peer, trusted, authority.as_ref());
-    if request.version() == http::Version::HTTP_2
-        && !request.headers().contains_key(http::header::HOST)
-    {
+        .set_forwarded(headers, peer, trusted, authority.as_ref());
+    // HTTP/2 carries the host in `:authority`; an HTTP/1.1 backend needs `Host`.
+    if !headers.contains_key(HOST) {
         if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            request.headers_mut().insert(http::header::HOST, host);
+            headers.insert(HOST, host);
         }
     }
+}
 
-    // 3. Route.
+/// Where a request goes (step 3).
+enum Route<'a> {
+    Logout,
+    LogoutAll,
+    Sessions,
+    Session(String),
+    Capture(&'a CaptureRoute),
+    Public,
+    Protected,
+}
+
+/// Step 3: routes match the raw path exactly, so an encoded or case variant of a
+/// tokengate route is just another protected path.
+fn route<'a, B>(app: &'a App, request: &Request<B>) -> Route<'a> {
     let routes = &app.config.routes;
     let path = request.uri().path();
     if path == routes.logout {
-        return logout(app, &request, false).await;
+        return Route::Logout;
     }
     if path == routes.logout_all {
-        return logout(app, &request, true).await;
+        return Route::LogoutAll;
     }
     if let Some(sessions) = &routes.sessions {
         if path == sessions {
-            return list_sessions(app, &request).await;
+            return Route::Sessions;
         }
         if let Some(id) = path
             .strip_prefix(sessions.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
         {
-            return revoke_session(app, &request, id).await;
+            return Route::Session(id.to_string());
         }
     }
-    if let Some(route) = app
+    let method = request.method();
+    if let Some(capture) = app
         .config
         .capture
         .iter()
-        .find(|c| c.path == path && c.method == request.method())
+        .find(|c| c.path == path && c.method == method)
     {
-        return capture(app, peer, request, route).await;
+        return Route::Capture(capture);
     }
     if routes.public.iter().any(|p| p.matches(path)) {
-        return Ok(("public", forward(app, request).await?));
+        return Route::Public;
     }
-
-    // 4. Authenticate.
-    let (token, _) = authenticate(app, &request).await?;
-
-    // 5. Inject identity and forward.
-    app.headers
-        .inject_identity(request.headers_mut(), &token.user, &token.claims);
-    Ok(("forwarded", forward(app, request).await?))
+    Route::Protected
 }
 
 /// Step 5's last part: header touches that must follow authentication, then the
