@@ -116,14 +116,18 @@ impl HeaderPolicy {
         strip_connection_headers(headers);
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in headers.keys() {
-            let n = name.as_str();
-            let forged_identity = self.injected.contains(&normalize_header_name(n));
+            // Compared in the normalized spelling: CGI-style servers read `X_Real_IP`
+            // as `X-Real-IP`, so every rule holds for both.
+            let n = normalize_header_name(name.as_str());
+            let forged_identity = self.injected.contains(&n);
             let forwarding = !peer_trusted
-                && (FORWARDING_HEADERS.contains(&n)
-                    || normalize_header_name(n).starts_with("x-forwarded-"));
-            if forged_identity || forwarding || OVERRIDE_HEADERS.contains(&n) {
+                && (FORWARDING_HEADERS.contains(&n.as_str()) || n.starts_with("x-forwarded-"));
+            if forged_identity || forwarding || OVERRIDE_HEADERS.contains(&n.as_str()) {
                 if forged_identity {
-                    tracing::debug!(header = n, "removed a client copy of an identity header");
+                    tracing::debug!(
+                        header = name.as_str(),
+                        "removed a client copy of an identity header"
+                    );
                 }
                 doomed.push(name.clone());
             }
