@@ -519,7 +519,12 @@ fn parse_header(segment: &str) -> Result<ParsedHeader, VerifyError> {
     }
     if let Some(cty) = header.get("cty") {
         // A nested JWT would have us verify a token inside a token.
-        if cty.as_str().is_none_or(|c| c.eq_ignore_ascii_case("jwt")) {
+        // RFC 7515 §4.1.10: `JWT` is short for `application/jwt`; media types ignore case.
+        let nested = |c: &str| {
+            let c = c.to_ascii_lowercase();
+            c == "jwt" || c == "application/jwt"
+        };
+        if cty.as_str().is_none_or(nested) {
             return Err(VerifyError::ForbiddenHeader);
         }
     }

@@ -182,16 +182,12 @@ impl Strategy {
             client_addr: meta.client_addr,
         };
         match self.kind {
-            StrategyKind::Allowlist => {
-                self.store.insert_session(session.clone()).await?;
-                Ok(self.store.find_session(token.hash).await?)
-            }
+            StrategyKind::Allowlist => Ok(Some(self.store.insert_session(session).await?)),
             StrategyKind::Denylist | StrategyKind::UserStatus => {
                 let iat = token.issued_at.ok_or(AdmitError::NoIssuedAt(self.kind))?;
                 match self.store.cutoff(&token.user).await? {
                     Some(cutoff) if iat <= cutoff => {
-                        self.store.insert_session(session).await?;
-                        Ok(self.store.find_session(token.hash).await?)
+                        Ok(Some(self.store.insert_session(session).await?))
                     }
                     _ => Ok(None),
                 }

@@ -114,9 +114,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Answers when the store is reachable (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
 
-    /// Stores an allowlisted token. Inserting a hash that is already present keeps the
-    /// existing row (the same token captured twice is one session).
-    fn insert_session(&self, session: Session) -> StoreFuture<'_, ()>;
+    /// Stores an allowlisted token and returns the row now stored. Inserting a hash
+    /// that is already present keeps the existing row (the same token captured twice is
+    /// one session) and returns it. The row is read back in the same transaction, so a
+    /// success means the write is durable.
+    fn insert_session(&self, session: Session) -> StoreFuture<'_, Session>;
 
     /// The allowlist row of a token, if it is there.
     fn find_session(&self, hash: TokenHash) -> StoreFuture<'_, Option<Session>>;

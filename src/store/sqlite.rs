@@ -243,13 +243,13 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    fn insert_session(&self, session: Session) -> StoreFuture<'_, ()> {
+    fn insert_session(&self, session: Session) -> StoreFuture<'_, Session> {
         Box::pin(self.write(move |tx| {
-            let sql = format!(
+            let insert = format!(
                 "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (token_hash) DO NOTHING"
             );
-            tx.prepare_cached(&sql)?.execute((
+            tx.prepare_cached(&insert)?.execute((
                 session.token_hash,
                 &session.session_id,
                 &session.user_id,
@@ -259,7 +259,10 @@ impl TokenStore for SqliteStore {
                 &session.user_agent,
                 &session.client_addr,
             ))?;
-            Ok(())
+            // The row as stored: ours, or the one a previous capture of this token wrote.
+            let select = format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = ?1");
+            tx.prepare_cached(&select)?
+                .query_row([session.token_hash], session_from_row)
         }))
     }
 
