@@ -247,7 +247,7 @@ async fn list_user(app: &App, user: &str) -> ApiResult {
 async fn revoke_user(app: &App, user: &str) -> ApiResult {
     let sessions = app.strategy.logout_all(user).await?;
     app.metrics.revocation("admin_user");
-    tracing::info!(user = %user, sessions, by = "admin", "logout-all");
+    tracing::info!(user = %user, ?sessions, by = "admin", "logout-all");
     Ok(no_content())
 }
 

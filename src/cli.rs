@@ -232,9 +232,12 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
         TokensCommand::Revoke(RevokeArgs {
             user: Some(user), ..
         }) => {
-            let n = app.strategy.logout_all(&user).await?;
-            tracing::info!(user = %user, sessions = n, by = "cli", "logout-all");
-            println!("revoked every token of {user} ({n} session(s) removed)");
+            let sessions = app.strategy.logout_all(&user).await?;
+            tracing::info!(user = %user, ?sessions, by = "cli", "logout-all");
+            println!(
+                "revoked every token of {user} ({} session(s) removed)",
+                sessions.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         TokensCommand::Revoke(RevokeArgs {

@@ -402,7 +402,7 @@ async fn logout<B>(
     if all {
         let sessions = app.strategy.logout_all(&token.user).await?;
         app.metrics.revocation("logout_all");
-        tracing::info!(user = %token.user, sessions, by = "self", "logout-all");
+        tracing::info!(user = %token.user, ?sessions, by = "self", "logout-all");
         Ok(("logout_all", no_content()))
     } else {
         app.strategy.logout(&token).await?;

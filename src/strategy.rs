@@ -215,15 +215,15 @@ impl Strategy {
     }
 
     /// Revokes every token of a user (`/logout-all`, `tokens revoke --user`). Durable
-    /// when it returns; the count is of session rows deleted.
-    pub async fn logout_all(&self, user: &str) -> Result<u64, StoreError> {
+    /// when it returns; returns the ids of the session rows deleted.
+    pub async fn logout_all(&self, user: &str) -> Result<Vec<String>, StoreError> {
         match self.kind {
             StrategyKind::Allowlist => self.store.delete_user_sessions(user).await,
             StrategyKind::Denylist | StrategyKind::UserStatus => self.cut_off(user).await,
         }
     }
 
-    async fn cut_off(&self, user: &str) -> Result<u64, StoreError> {
+    async fn cut_off(&self, user: &str) -> Result<Vec<String>, StoreError> {
         // Cut-off first: from here on every older token is dead; then the exceptions
         // captured before this moment go too.
         self.store.set_cutoff(user, now()).await?;

@@ -290,6 +290,14 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The audit trail: who asked, which user, which session.
+    let audit = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        audit.contains("\"by\":\"cli\"")
+            && audit.contains(&first_session)
+            && audit.contains("\"user\":\"alice\""),
+        "{audit}"
+    );
     let alive: Vec<u16> = [
         get_with(&served.url("/api"), &alice1).await,
         get_with(&served.url("/api"), &alice2).await,
@@ -303,6 +311,11 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
     // revoke --user: every token of alice is refused, bob is untouched.
     let out = run(&["tokens", "revoke", "--user", "alice"], &config);
     assert!(out.status.success());
+    let audit = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        audit.contains("logout-all") && audit.contains("\"by\":\"cli\""),
+        "{audit}"
+    );
     let before = backend.count();
     assert_eq!(get_with(&served.url("/api"), &alice1).await.status, 401);
     assert_eq!(get_with(&served.url("/api"), &alice2).await.status, 401);

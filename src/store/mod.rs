@@ -134,8 +134,9 @@ pub trait TokenStore: Send + Sync + 'static {
         user: Option<&'a str>,
     ) -> StoreFuture<'a, Option<Session>>;
 
-    /// Deletes every allowlist row of a user; returns how many went.
-    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, u64>;
+    /// Deletes every allowlist row of a user; returns the ids of the sessions that went
+    /// (for the audit log).
+    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>>;
 
     /// A user's sessions not yet expired at `now`, newest first.
     fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>>;

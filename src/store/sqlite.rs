@@ -302,11 +302,13 @@ impl TokenStore for SqliteStore {
         }))
     }
 
-    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, u64> {
+    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>> {
         let user = user.to_owned();
         Box::pin(self.write(move |tx| {
-            let sql = format!("DELETE FROM {VALID_TOKEN} WHERE user_id = ?1");
-            Ok(tx.prepare_cached(&sql)?.execute([user])? as u64)
+            let sql = format!("DELETE FROM {VALID_TOKEN} WHERE user_id = ?1 RETURNING session_id");
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let ids = stmt.query_map([user], |r| r.get(0))?;
+            ids.collect()
         }))
     }
 
@@ -672,7 +674,7 @@ mod tests {
             .map(|s| s.session_id)
             .collect();
         assert_eq!(ids, ["s2", "s4", "s1"]);
-        assert_eq!(store.delete_user_sessions("alice").await.unwrap(), 4);
+        assert_eq!(store.delete_user_sessions("alice").await.unwrap().len(), 4);
         assert!(store.list_sessions("alice", 0).await.unwrap().is_empty());
         assert_eq!(store.list_sessions("bob", 0).await.unwrap().len(), 1);
     }
