@@ -140,6 +140,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune => {
             let app = open(load(&path)?)?;
             let report = crate::server::prune_once(&app).await?;
+            tracing::info!(
+                valid_token = report.valid_token,
+                invalid_token = report.invalid_token,
+                user_status = report.user_status,
+                by = "cli",
+                "pruned expired rows"
+            );
             println!(
                 "pruned {} rows (valid_token {}, invalid_token {}, user_status {})",
                 report.total(),

@@ -182,7 +182,10 @@ impl KeySet {
         if text.contains("PRIVATE KEY") {
             return Err("holds a private key; give tokengate the public key only".into());
         }
-        let family = algorithms[0].family();
+        let family = algorithms
+            .first()
+            .ok_or("no algorithms are configured")?
+            .family();
         let key = match family {
             AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
@@ -204,7 +207,7 @@ impl KeySet {
             .copied()
             .filter(|a| a.family() == family)
             .collect();
-        if usable.len() != algorithms.len() {
+        if usable.is_empty() || usable.len() != algorithms.len() {
             return Err(format!(
                 "a {family:?} key cannot verify {}",
                 algorithms
