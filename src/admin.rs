@@ -239,7 +239,7 @@ async fn list_user(app: &App, user: &str) -> ApiResult {
     let list: Vec<_> = sessions.iter().map(session_json).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"user": user, "sessions": list}),
+        &serde_json::Value::Array(list),
     ))
 }
 

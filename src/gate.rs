@@ -447,7 +447,7 @@ async fn list_sessions<B>(
         .collect();
     Ok((
         "sessions",
-        json_response(StatusCode::OK, &json!({"sessions": list})),
+        json_response(StatusCode::OK, &serde_json::Value::Array(list)),
     ))
 }
 
