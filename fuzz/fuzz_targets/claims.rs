@@ -1,0 +1,40 @@
+//! Verification past the signature: the input is a header and a payload (split at the
+//! first newline), signed here with the configured HMAC key, so that the fuzzer reaches
+//! the header rules and every claim rule instead of stopping at the signature. Nothing
+//! may panic, and whatever verifies must satisfy the rules the proxy relies on.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use libfuzzer_sys::fuzz_target;
+use tokengate::config::Config;
+
+const SECRET: &[u8] = b"fuzz-secret-0123456789abcdef0123456789";
+
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"fuzz-secret-0123456789abcdef0123456789\"\nissuer = \"https://idp\"\naudience = [\"api\"]";
+        Config::from_toml(text, std::path::Path::new(".")).expect("fuzz config")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let cut = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let (header, payload) = (&data[..cut], data.get(cut + 1..).unwrap_or(&[]));
+    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+    let Ok(key) = EncodingKey::from_secret(SECRET) else { return };
+    let Ok(signature) = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256) else { return };
+    let token = format!("{input}.{signature}");
+    if let Ok(verified) = config().verifier.verify(&token) {
+        let claims: serde_json::Value = serde_json::from_slice(payload).expect("verified claims are JSON");
+        assert!(HeaderValue::from_str(&verified.user).is_ok());
+        assert_eq!(claims["iss"], "https://idp");
+        assert!(claims["exp"].is_number());
+        assert!(verified.expires_at >= 0);
+    }
+});
