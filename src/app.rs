@@ -28,8 +28,8 @@ pub struct App {
 
 impl App {
     /// Opens the store named by the config and builds the shared state.
-    pub fn open(config: Config) -> Result<Arc<App>, StoreError> {
-        let store = store::open(&config.store.backend)?;
+    pub async fn open(config: Config) -> Result<Arc<App>, StoreError> {
+        let store = store::open(&config.store.backend).await?;
         Ok(App::with_store(config, store))
     }
 

@@ -138,7 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
         Command::Prune => {
-            let app = open(load(&path)?)?;
+            let app = open(load(&path)?).await?;
             let report = crate::server::prune_once(&app).await?;
             tracing::info!(
                 valid_token = report.valid_token,
@@ -156,7 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tokens(cmd) => tokens(open(load(&path)?)?, cmd).await,
+        Command::Tokens(cmd) => tokens(open(load(&path)?).await?, cmd).await,
     }
 }
 
@@ -164,8 +164,10 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
-    App::open(config).map_err(|e| anyhow::anyhow!("store error: {e}"))
+async fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
+    App::open(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("store error: {e}"))
 }
 
 /// `serve`: bind both listeners (so a port in use fails before anything else), then run
@@ -173,7 +175,7 @@ fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let public = crate::server::bind("server.listen", config.server.listen).await?;
     let admin = crate::server::bind("server.admin_listen", config.server.admin_listen).await?;
-    let app = open(config)?;
+    let app = open(config).await?;
     tracing::info!(
         listen = %public.local_addr()?,
         admin = %admin.local_addr()?,

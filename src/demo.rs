@@ -76,7 +76,9 @@ public = ["/healthz"]
     );
     let config =
         Config::from_toml(&config_text, std::path::Path::new(".")).context("demo config")?;
-    let app = App::open(config).map_err(|e| anyhow::anyhow!("store error: {e}"))?;
+    let app = App::open(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("store error: {e}"))?;
 
     let backend_secret = Arc::new(secret);
     tokio::spawn(serve_backend(backend, backend_secret));

@@ -2,7 +2,7 @@
 //!
 //! 1. [`check_path`]: dot-segments and encoded slashes get 400;
 //! 2. strip client copies of identity, hop-by-hop and forwarding headers
-//!    ([`HeaderPolicy::strip_client_headers`]);
+//!    ([`crate::proxy::HeaderPolicy::strip_client_headers`]);
 //! 3. route: logout, logout-all, sessions, capture, public, or protected;
 //! 4. [`authenticate`]: extract, verify, check liveness;
 //! 5. rewrite headers (forwarding headers, identity) and forward ([`crate::proxy`]);

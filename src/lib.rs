@@ -8,7 +8,7 @@
 //! ```text
 //!  client ──▶ gate (path check, header hygiene, route, authenticate) ──▶ proxy ──▶ backend
 //!                         │                                              ▲
-//!                      strategy ──▶ store (SQLite)       capture ◀───────┘ login responses
+//!                      strategy ──▶ store (SQLite | PostgreSQL)   capture ◀──┘ login responses
 //! ```
 //!
 //! # Layout
@@ -17,7 +17,8 @@
 //! - [`jwt`]: keys and verification → a [`jwt::VerifiedToken`].
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
-//! - [`store`]: the [`store::TokenStore`] trait and its SQLite implementation.
+//! - [`store`]: the [`store::TokenStore`] trait; SQLite (one pod) and PostgreSQL
+//!   (shared by replicas) implementations.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
 //! - [`proxy`]: the upstream client and header hygiene.

@@ -3,12 +3,13 @@
 //! This module owns the [`TokenStore`] contract and the types that cross it. A store
 //! only keeps rows; what a row *means* (allowlisted, denied, cut off) is decided by
 //! [`crate::strategy`]. SQLite ([`sqlite`]) is the single-node implementation;
-//! PostgreSQL, shared by several replicas (SPEC §8), will be a second implementation of
-//! the same trait and run the same test suite.
+//! PostgreSQL ([`postgres`]), shared by several replicas (SPEC §8), is a second
+//! implementation of the same trait; `tests/store_contract.rs` runs one suite on both.
 //!
 //! Rows are keyed by [`TokenHash`], the SHA-256 of a token's signing input
 //! (`header.payload`), never by the raw token (SPEC §1).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -98,7 +99,8 @@ pub enum StoreError {
     /// The database holds a schema newer than this build understands.
     #[error("database schema version {found} is newer than this tokengate supports ({supported})")]
     SchemaTooNew {
-        /// `user_version` found in the file.
+        /// The version recorded in the database (SQLite `user_version`, PostgreSQL
+        /// `tokengate_schema_version`).
         found: i64,
         /// The newest version this build knows.
         supported: i64,
@@ -159,13 +161,13 @@ pub trait TokenStore: Send + Sync + 'static {
     fn prune(&self, now: i64, cutoff_horizon: i64, batch: u32) -> StoreFuture<'_, PruneReport>;
 }
 
-/// Opens the store a config names: creates and migrates the schema.
-pub fn open(backend: &crate::config::StoreBackend) -> Result<SharedStore, StoreError> {
+/// Opens the store a config names: creates and migrates the schema. Async because
+/// PostgreSQL connects over the network (bounded by a connect timeout).
+pub async fn open(backend: &crate::config::StoreBackend) -> Result<SharedStore, StoreError> {
     match backend {
         crate::config::StoreBackend::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        crate::config::StoreBackend::Postgres(_) => Err(StoreError::Backend(
-            "store.backend = \"postgres\" is not supported by this version yet; use \"sqlite\""
-                .into(),
-        )),
+        crate::config::StoreBackend::Postgres(url) => {
+            Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+        }
     }
 }

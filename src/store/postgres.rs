@@ -1,0 +1,941 @@
+//! The PostgreSQL token store: one database shared by several replicas (SPEC §7, §8).
+//!
+//! [`PostgresStore`] owns its connections to the database, the schema and its
+//! migrations, and the SQL behind every [`TokenStore`] operation, with the semantics of
+//! [`super::sqlite`] (`tests/store_contract.rs` runs one suite against both). What a row
+//! means is left to [`crate::strategy`].
+//!
+//! # Concurrency
+//!
+//! The handle is a cheap `Clone` around an `Arc<Inner>` holding a small fixed set of
+//! connections, each with every statement prepared once when it opens (this backend's
+//! `prepare_cached`):
+//!
+//! - **Two shared connections** carry every single-statement operation, reads and writes
+//!   alike. A tokio-postgres `Client` pipelines: many tasks send their queries down one
+//!   connection without waiting for each other's answers, so a task picks a connection
+//!   round robin and locks nothing while its query runs. A single-statement write
+//!   commits on its own, and its future resolves only after the commit.
+//! - **One transaction connection**, behind an async mutex held for the length of a
+//!   transaction: a transaction needs its connection to itself, or queries pipelined by
+//!   other tasks would land inside it. Only `insert_session` needs one.
+//!
+//! A connection whose socket died (server restart, `pg_terminate_backend`, a network
+//! cut) is replaced on its next use. An operation that meets a dead connection or an
+//! unreachable server returns a [`StoreError`], which the gate turns into a 503 (fail
+//! closed), never a panic or a guess. Operations that are safe to repeat (the reads,
+//! `insert_session`, `deny`, `set_cutoff`) are retried once on a new connection when
+//! theirs turns out to be dead, so a server restart costs no 503 on the hot path. One
+//! reconnection attempt runs at a time per connection, and tasks queued behind an
+//! attempt that failed get its error instead of each trying in turn. Every operation,
+//! reconnection included, gets an answer within five seconds.
+//!
+//! # Several replicas (SPEC §8)
+//!
+//! Nothing is cached: every check is a query on the shared database at PostgreSQL's
+//! default READ COMMITTED isolation, where each statement sees every transaction
+//! committed before it began. A revocation is answered only after its commit, so once
+//! any replica (or the CLI) has answered a logout, every replica refuses the token on its
+//! very next request: the bound of SPEC §8 is the commit itself, with no delay added.
+//! Durability follows the server's `synchronous_commit` (default `on`: the commit is in
+//! the WAL on disk before it is acknowledged); do not turn it off for tokengate's role.
+//!
+//! Migrations run at connect in one transaction under a transaction-scoped advisory lock,
+//! so replicas starting together migrate exactly once; the version is the single row of
+//! `tokengate_schema_version`, and a schema newer than this build is refused
+//! ([`StoreError::SchemaTooNew`]). The tables live in the first schema of the
+//! connection's `search_path` (set it in the URL with `options=-csearch_path%3Dname`).
+
+use std::future::Future;
+use std::ops::Deref;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use super::{PruneReport, Session, StoreError, StoreFuture, TokenHash, TokenStore};
+
+/// The allowlist table.
+const VALID_TOKEN: &str = "valid_token";
+/// The denylist table.
+const INVALID_TOKEN: &str = "invalid_token";
+/// The per-user logout cut-offs.
+const USER_STATUS: &str = "user_status";
+/// The columns of a [`Session`], in the order [`session_from_row`] reads them.
+const SESSION_COLUMNS: &str =
+    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
+
+/// How many pipelined connections carry single-statement operations.
+const SHARED_CONNECTIONS: usize = 2;
+/// How long opening a connection may take, unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one operation may take, reconnection included, before it fails.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unacknowledged data for this long closes a connection (Linux `TCP_USER_TIMEOUT`), so a
+/// peer that vanished without a reset is noticed, unless the URL sets `tcp_user_timeout`.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How tokengate's sessions show in `pg_stat_activity`, unless the URL names another.
+const APPLICATION_NAME: &str = "tokengate";
+
+/// The single-row table that records the schema version.
+const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tokengate_schema_version (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    version   BIGINT NOT NULL
+)";
+/// Serializes migrations of one schema across every process on the database. The first
+/// key names tokengate among the database's advisory locks ("tkng"), the second the schema.
+const MIGRATION_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(1953197671, hashtext(coalesce(current_schema(), '')))";
+
+/// Schema migrations; entry `i` takes the version from `i` to `i + 1`. The schema of
+/// SPEC §7 in PostgreSQL's types: BYTEA keys, BIGINT unix seconds, TEXT.
+const MIGRATIONS: &[&str] = &[
+    // Version 1. `session_id UNIQUE` is its own index.
+    "CREATE TABLE valid_token (
+        token_hash  BYTEA PRIMARY KEY,
+        session_id  TEXT NOT NULL UNIQUE,
+        user_id     TEXT NOT NULL,
+        issued_at   BIGINT,
+        expires_at  BIGINT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        user_agent  TEXT,
+        client_addr TEXT
+    );
+    CREATE INDEX valid_token_user_id ON valid_token (user_id);
+    CREATE INDEX valid_token_expires_at ON valid_token (expires_at);
+    CREATE TABLE invalid_token (
+        token_hash BYTEA PRIMARY KEY, user_id TEXT NOT NULL, expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX invalid_token_user_id ON invalid_token (user_id);
+    CREATE INDEX invalid_token_expires_at ON invalid_token (expires_at);
+    CREATE TABLE user_status (
+        user_id TEXT PRIMARY KEY, logged_out_at BIGINT NOT NULL
+    );
+    CREATE INDEX user_status_logged_out_at ON user_status (logged_out_at);",
+];
+
+/// The newest schema version this build understands.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Names a `store.postgres_url` for messages and summaries without its credentials
+/// (`postgres://user@host:port/db`), or a fixed text when it does not parse.
+pub fn redacted(url: &str) -> String {
+    parse_url(url).map_or_else(|_| "postgres (unparsable URL)".into(), |c| describe(&c))
+}
+
+/// Parses a `store.postgres_url` (a `postgres://` URL or a `key=value` string) and checks
+/// what this build can use. The error never repeats the URL: it may hold a password.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("is not a valid PostgreSQL URL: {}", chain(&e)))?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err("names no host".into());
+    }
+    if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+        // Without a TLS connector, "prefer" is plain TCP; "require" could only fail.
+        return Err("sslmode=require needs TLS, which this build does not include".into());
+    }
+    Ok(config)
+}
+
+/// A [`TokenStore`] on a PostgreSQL database; cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.inner.target.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connections shared by every clone of a [`PostgresStore`].
+struct Inner {
+    target: Target,
+    shared: Vec<Slot<Arc<Conn>>>,
+    next_shared: AtomicUsize,
+    transactions: Slot<Box<Conn>>,
+}
+
+/// Where to connect, and how to name it in messages without its credentials.
+struct Target {
+    config: tokio_postgres::Config,
+    /// `postgres://user@host:port/db`: never the password.
+    name: String,
+    /// Scrubbed from every message, in case a server ever repeats it.
+    password: Option<String>,
+    connect_timeout: Duration,
+}
+
+/// One open connection and its prepared statements.
+struct Conn {
+    /// Tells this connection from its replacement in the same [`Slot`].
+    id: u64,
+    client: Client,
+    statements: Statements,
+}
+
+/// A place for one connection, opened again on the next use after it died.
+struct Slot<C> {
+    state: Mutex<SlotState<C>>,
+    /// Reconnection attempts that failed, so that tasks queued behind one learn of it.
+    failures: AtomicU64,
+}
+
+struct SlotState<C> {
+    conn: Option<C>,
+    last_error: Option<String>,
+}
+
+/// Why a query failed, before it is named with its database.
+enum QueryError {
+    Pg(tokio_postgres::Error),
+    /// A row that does not fit a [`Session`] (e.g. a hash that is not 32 bytes).
+    Decode(String),
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        QueryError::Pg(e)
+    }
+}
+
+/// Whether an operation may run again after its connection died mid-way: repeating it
+/// leaves the same rows and gives the same answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Once,
+    Never,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url`, creates or migrates the schema, and opens the
+    /// connections. Fails with one line that names the database (never its password).
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let config =
+            parse_url(url).map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
+        let target = Target::new(config);
+        let mut client = connect_client(&target).await?;
+        migrate(&target, &mut client).await?;
+        let transactions = Slot::new(Conn::ready(client, &target).await?);
+        let mut shared = Vec::with_capacity(SHARED_CONNECTIONS);
+        for _ in 0..SHARED_CONNECTIONS {
+            shared.push(Slot::new(Conn::open(&target).await?));
+        }
+        tracing::debug!(database = %target.name, "connected to the token store");
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                target,
+                shared,
+                next_shared: AtomicUsize::new(0),
+                transactions,
+            }),
+        })
+    }
+
+    /// The database, named without credentials (`postgres://user@host:port/db`).
+    pub fn database(&self) -> &str {
+        &self.inner.target.name
+    }
+
+    /// Runs a single-statement operation on a shared connection, pipelined with others.
+    async fn run<T, F, Fut>(&self, retry: Retry, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(Arc<Conn>) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        let inner = &self.inner;
+        let index = inner.next_shared.fetch_add(1, Ordering::Relaxed) % inner.shared.len();
+        // The same slot on a retry: it is the one now known to need a new connection.
+        let slot = &inner.shared[index];
+        inner
+            .bounded(async {
+                let mut attempt = Retry::Once;
+                loop {
+                    let conn = Arc::clone(&*slot.connected(&inner.target).await?);
+                    let id = conn.id;
+                    match op(conn).await {
+                        Err(QueryError::Pg(e)) if connection_lost(&e) => {
+                            slot.forget(id, &inner.target).await;
+                            if retry == Retry::Never || attempt == Retry::Never {
+                                return Err(inner.target.query_failure(&QueryError::Pg(e)));
+                            }
+                            attempt = Retry::Never;
+                        }
+                        result => return result.map_err(|e| inner.target.query_failure(&e)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Deletes the rows of one table that a prune statement selects, `batch` at a time,
+    /// each batch its own transaction so that nothing holds the tables for long.
+    async fn prune_table(
+        &self,
+        pick: fn(&Statements) -> &Statement,
+        bound: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        // A zero batch would never finish; one row at a time still does.
+        let limit = i64::from(batch.max(1));
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .run(Retry::Never, |conn| async move {
+                    Ok(conn
+                        .client
+                        .execute(pick(&conn.statements), &[&bound, &limit])
+                        .await?)
+                })
+                .await?;
+            total += deleted;
+            if deleted < limit.unsigned_abs() {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl Inner {
+    /// Bounds an operation in time: a database that stops answering is a store error.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Backend(format!(
+                "database {}: no answer within {} s",
+                self.target.name,
+                OPERATION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+impl TokenStore for PostgresStore {
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.run(Retry::Once, |conn| async move {
+            conn.client.execute(&conn.statements.ping, &[]).await?;
+            Ok(())
+        }))
+    }
+
+    fn insert_session(&self, session: Session) -> StoreFuture<'_, Session> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let slot = &inner.transactions;
+            inner
+                .bounded(async {
+                    let mut attempt = Retry::Once;
+                    loop {
+                        let mut conn = slot.connected(&inner.target).await?;
+                        let id = conn.id;
+                        let result = insert_in_transaction(&mut conn, &session).await;
+                        drop(conn);
+                        match result {
+                            // Safe to repeat: the retry finds the row if the first commit went.
+                            Err(QueryError::Pg(e)) if connection_lost(&e) => {
+                                slot.forget(id, &inner.target).await;
+                                if attempt == Retry::Never {
+                                    return Err(inner.target.query_failure(&QueryError::Pg(e)));
+                                }
+                                attempt = Retry::Never;
+                            }
+                            result => return result.map_err(|e| inner.target.query_failure(&e)),
+                        }
+                    }
+                })
+                .await
+        })
+    }
+
+    fn find_session(&self, hash: TokenHash) -> StoreFuture<'_, Option<Session>> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            match conn
+                .client
+                .query_opt(&s.find_session, &[&&hash.0[..]])
+                .await?
+            {
+                Some(row) => Ok(Some(session_from_row(&row)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn delete_session_by_hash(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
+        Box::pin(self.run(Retry::Never, move |conn| async move {
+            let s = &conn.statements;
+            let deleted = conn
+                .client
+                .execute(&s.delete_session_by_hash, &[&&hash.0[..]])
+                .await?;
+            Ok(deleted > 0)
+        }))
+    }
+
+    fn delete_session<'a>(
+        &'a self,
+        session_id: &'a str,
+        user: Option<&'a str>,
+    ) -> StoreFuture<'a, Option<Session>> {
+        Box::pin(self.run(Retry::Never, move |conn| async move {
+            let s = &conn.statements;
+            match conn
+                .client
+                .query_opt(&s.delete_session, &[&session_id, &user])
+                .await?
+            {
+                Some(row) => Ok(Some(session_from_row(&row)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(self.run(Retry::Never, move |conn| async move {
+            let s = &conn.statements;
+            let rows = conn.client.query(&s.delete_user_sessions, &[&user]).await?;
+            rows.iter()
+                .map(|row| Ok(row.try_get(0)?))
+                .collect::<Result<_, QueryError>>()
+        }))
+    }
+
+    fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            let rows = conn.client.query(&s.list_sessions, &[&user, &now]).await?;
+            rows.iter().map(session_from_row).collect()
+        }))
+    }
+
+    fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            conn.client
+                .execute(&s.deny, &[&&hash.0[..], &user, &expires_at])
+                .await?;
+            Ok(())
+        }))
+    }
+
+    fn is_denied(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            let row = conn.client.query_one(&s.is_denied, &[&&hash.0[..]]).await?;
+            Ok(row.try_get(0)?)
+        }))
+    }
+
+    fn set_cutoff<'a>(&'a self, user: &'a str, at: i64) -> StoreFuture<'a, ()> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            conn.client.execute(&s.set_cutoff, &[&user, &at]).await?;
+            Ok(())
+        }))
+    }
+
+    fn cutoff<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            match conn.client.query_opt(&s.cutoff, &[&user]).await? {
+                Some(row) => Ok(Some(row.try_get(0)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn prune(&self, now: i64, cutoff_horizon: i64, batch: u32) -> StoreFuture<'_, PruneReport> {
+        Box::pin(async move {
+            let report = PruneReport {
+                valid_token: self
+                    .prune_table(|s| &s.prune_valid_token, now, batch)
+                    .await?,
+                invalid_token: self
+                    .prune_table(|s| &s.prune_invalid_token, now, batch)
+                    .await?,
+                user_status: self
+                    .prune_table(|s| &s.prune_user_status, cutoff_horizon, batch)
+                    .await?,
+            };
+            tracing::debug!(
+                database = %self.inner.target.name,
+                valid_token = report.valid_token,
+                invalid_token = report.invalid_token,
+                user_status = report.user_status,
+                "pruned store"
+            );
+            Ok(report)
+        })
+    }
+}
+
+/// Inserts a session unless its hash is there, and reads back the row now stored, in
+/// one transaction. At READ COMMITTED the read sees a row that a concurrent capture of
+/// the same token committed, even if it made our insert do nothing.
+async fn insert_in_transaction(conn: &mut Conn, session: &Session) -> Result<Session, QueryError> {
+    let Conn {
+        client, statements, ..
+    } = conn;
+    let hash = &session.token_hash.0[..];
+    let tx = client.transaction().await?;
+    tx.execute(
+        &statements.insert_session,
+        &[
+            &hash,
+            &session.session_id,
+            &session.user_id,
+            &session.issued_at,
+            &session.expires_at,
+            &session.created_at,
+            &session.user_agent,
+            &session.client_addr,
+        ],
+    )
+    .await?;
+    let row = tx.query_one(&statements.find_session, &[&hash]).await?;
+    let stored = session_from_row(&row)?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Every statement tokengate runs, prepared once per connection.
+struct Statements {
+    ping: Statement,
+    insert_session: Statement,
+    find_session: Statement,
+    delete_session_by_hash: Statement,
+    delete_session: Statement,
+    delete_user_sessions: Statement,
+    list_sessions: Statement,
+    deny: Statement,
+    is_denied: Statement,
+    set_cutoff: Statement,
+    cutoff: Statement,
+    prune_valid_token: Statement,
+    prune_invalid_token: Statement,
+    prune_user_status: Statement,
+}
+
+impl Statements {
+    /// Prepares them all, pipelined: one round trip.
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let sql = [
+            "SELECT 1 FROM tokengate_schema_version".to_owned(),
+            format!(
+                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (token_hash) DO NOTHING"
+            ),
+            format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = $1"),
+            format!("DELETE FROM {VALID_TOKEN} WHERE token_hash = $1"),
+            format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id = $1 AND ($2::text IS NULL OR user_id = $2)
+                 RETURNING {SESSION_COLUMNS}"
+            ),
+            format!("DELETE FROM {VALID_TOKEN} WHERE user_id = $1 RETURNING session_id"),
+            // COLLATE "C": ties ordered bytewise, as SQLite does, whatever the database's
+            // collation.
+            format!(
+                "SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE user_id = $1 AND expires_at > $2
+                 ORDER BY created_at DESC, session_id COLLATE \"C\""
+            ),
+            format!(
+                "INSERT INTO {INVALID_TOKEN} (token_hash, user_id, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (token_hash) DO NOTHING"
+            ),
+            format!("SELECT EXISTS (SELECT 1 FROM {INVALID_TOKEN} WHERE token_hash = $1)"),
+            // GREATEST: a late or replayed logout must not reopen tokens a newer one closed.
+            format!(
+                "INSERT INTO {USER_STATUS} (user_id, logged_out_at) VALUES ($1, $2)
+                 ON CONFLICT (user_id)
+                 DO UPDATE SET logged_out_at = GREATEST({USER_STATUS}.logged_out_at, EXCLUDED.logged_out_at)"
+            ),
+            format!("SELECT logged_out_at FROM {USER_STATUS} WHERE user_id = $1"),
+            prune_sql(VALID_TOKEN, "expires_at <= $1"),
+            prune_sql(INVALID_TOKEN, "expires_at <= $1"),
+            prune_sql(USER_STATUS, "logged_out_at < $1"),
+        ];
+        let p = |i: usize| client.prepare(&sql[i]);
+        let (ping, insert_session, find_session, delete_session_by_hash, delete_session) =
+            tokio::try_join!(p(0), p(1), p(2), p(3), p(4))?;
+        let (delete_user_sessions, list_sessions, deny, is_denied, set_cutoff) =
+            tokio::try_join!(p(5), p(6), p(7), p(8), p(9))?;
+        let (cutoff, prune_valid_token, prune_invalid_token, prune_user_status) =
+            tokio::try_join!(p(10), p(11), p(12), p(13))?;
+        Ok(Statements {
+            ping,
+            insert_session,
+            find_session,
+            delete_session_by_hash,
+            delete_session,
+            delete_user_sessions,
+            list_sessions,
+            deny,
+            is_denied,
+            set_cutoff,
+            cutoff,
+            prune_valid_token,
+            prune_invalid_token,
+            prune_user_status,
+        })
+    }
+}
+
+/// Deletes at most `$2` rows of `table` matching `condition` (with `$1` the bound). The
+/// rows are picked by `ctid` (a TID scan, no second index lookup); the condition is
+/// checked again on the row deleted, so a row updated meanwhile (a newer cut-off) stays.
+fn prune_sql(table: &str, condition: &str) -> String {
+    format!(
+        "DELETE FROM {table}
+         WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE {condition} LIMIT $2))
+         AND {condition}"
+    )
+}
+
+/// Reads a [`Session`] from a row selected with [`SESSION_COLUMNS`].
+fn session_from_row(row: &Row) -> Result<Session, QueryError> {
+    let hash: &[u8] = row.try_get(0)?;
+    let token_hash = <[u8; 32]>::try_from(hash).map(TokenHash).map_err(|_| {
+        QueryError::Decode(format!("a token_hash of {} bytes, 32 expected", hash.len()))
+    })?;
+    Ok(Session {
+        token_hash,
+        session_id: row.try_get(1)?,
+        user_id: row.try_get(2)?,
+        issued_at: row.try_get(3)?,
+        expires_at: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        user_agent: row.try_get(6)?,
+        client_addr: row.try_get(7)?,
+    })
+}
+
+impl Target {
+    fn new(mut config: tokio_postgres::Config) -> Target {
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        let connect_timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty());
+        Target {
+            name: describe(&config),
+            password,
+            connect_timeout,
+            config,
+        }
+    }
+
+    /// One line: what failed, the database, and the cause, without the password.
+    fn failure(&self, what: &str, cause: &str) -> StoreError {
+        let mut text = format!("{what} {}: {cause}", self.name).replace(['\n', '\r'], " ");
+        if let Some(password) = &self.password {
+            text = text.replace(password.as_str(), "***");
+        }
+        StoreError::Backend(text)
+    }
+
+    fn query_failure(&self, e: &QueryError) -> StoreError {
+        match e {
+            QueryError::Pg(e) => self.failure("database", &chain(e)),
+            QueryError::Decode(what) => {
+                self.failure("database", &format!("unreadable row: {what}"))
+            }
+        }
+    }
+}
+
+/// `postgres://user@host:port,host:port/db`, from the parsed config: never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts = config.get_hosts();
+    let addrs = config.get_hostaddrs();
+    let ports = config.get_ports();
+    let endpoints: Vec<String> = (0..hosts.len().max(addrs.len()))
+        .map(|i| {
+            let host = match (addrs.get(i), hosts.get(i)) {
+                (Some(addr), _) => addr.to_string(),
+                (None, Some(Host::Tcp(name))) => name.clone(),
+                #[cfg(unix)]
+                (None, Some(Host::Unix(path))) => path.display().to_string(),
+                (None, None) => String::new(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("");
+    format!("postgres://{user}{}/{db}", endpoints.join(","))
+}
+
+/// An error and its causes on one line (tokio-postgres keeps the detail in the sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether an error means the connection is gone (rather than the statement failing):
+/// closed, a socket error, or the server ending the session (SQLSTATE class 57P).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// Opens one connection and spawns the task that drives it.
+async fn connect_client(target: &Target) -> Result<Client, StoreError> {
+    let what = "cannot connect to database";
+    let connecting = target.config.connect(NoTls);
+    let (client, connection) = match tokio::time::timeout(target.connect_timeout, connecting).await
+    {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(target.failure(what, &chain(&e))),
+        Err(_) => {
+            return Err(target.failure(
+                what,
+                &format!("timed out after {} s", target.connect_timeout.as_secs_f32()),
+            ))
+        }
+    };
+    let name = target.name.clone();
+    tokio::spawn(async move {
+        match connection.await {
+            Ok(()) => tracing::debug!(database = %name, "database connection closed"),
+            Err(e) => {
+                tracing::warn!(database = %name, error = %chain(&e), "database connection lost")
+            }
+        }
+    });
+    Ok(client)
+}
+
+impl Conn {
+    /// Opens a connection on a migrated database.
+    async fn open(target: &Target) -> Result<Conn, StoreError> {
+        let client = connect_client(target).await?;
+        Conn::ready(client, target).await
+    }
+
+    /// Prepares the statements on an open connection.
+    async fn ready(client: Client, target: &Target) -> Result<Conn, StoreError> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let statements = Statements::prepare(&client)
+            .await
+            .map_err(|e| target.failure("cannot prepare statements on database", &chain(&e)))?;
+        Ok(Conn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            client,
+            statements,
+        })
+    }
+}
+
+impl<C: From<Conn> + Deref<Target = Conn>> Slot<C> {
+    fn new(conn: Conn) -> Slot<C> {
+        Slot {
+            state: Mutex::new(SlotState {
+                conn: Some(C::from(conn)),
+                last_error: None,
+            }),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The slot's connection, opened again first if it died; the lock is held as long as
+    /// the guard lives.
+    async fn connected(&self, target: &Target) -> Result<MappedMutexGuard<'_, C>, StoreError> {
+        let failures_seen = self.failures.load(Ordering::Acquire);
+        let mut state = self.state.lock().await;
+        let conn = match state.conn.take() {
+            Some(conn) if !conn.client.is_closed() => conn,
+            dead => {
+                if dead.is_some() {
+                    tracing::warn!(database = %target.name, "database connection lost; reconnecting");
+                }
+                if self.failures.load(Ordering::Acquire) != failures_seen {
+                    // An attempt failed while this task waited: that is the answer.
+                    if let Some(e) = &state.last_error {
+                        return Err(StoreError::Backend(e.clone()));
+                    }
+                }
+                match Conn::open(target).await {
+                    Ok(conn) => {
+                        state.last_error = None;
+                        C::from(conn)
+                    }
+                    Err(e) => {
+                        state.last_error = Some(e.to_string());
+                        self.failures.fetch_add(1, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(MutexGuard::map(state, move |s| s.conn.insert(conn)))
+    }
+
+    /// Drops connection `id` if it is still the slot's, so that the next use opens a new
+    /// one even before the driver task has noticed the socket is gone.
+    async fn forget(&self, id: u64, target: &Target) {
+        let mut state = self.state.lock().await;
+        if state.conn.as_ref().is_some_and(|c| c.id == id) {
+            state.conn = None;
+            tracing::warn!(database = %target.name, "database connection lost; reconnecting");
+        }
+    }
+}
+
+/// Refuses a schema written by a newer tokengate: its rows may mean something else.
+fn check_version(found: i64) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Applies the missing migrations and records the new version in one transaction, under
+/// an advisory lock: replicas starting together migrate once, the others wait and then
+/// find the schema current. A failure half-way leaves the database as it was.
+async fn migrate(target: &Target, client: &mut Client) -> Result<(), StoreError> {
+    let err = |e: tokio_postgres::Error| target.failure("cannot migrate database", &chain(&e));
+    let tx = client.transaction().await.map_err(err)?;
+    tx.batch_execute(&format!("{MIGRATION_LOCK}; {SCHEMA_VERSION_TABLE}"))
+        .await
+        .map_err(err)?;
+    let found = match tx
+        .query_opt("SELECT version FROM tokengate_schema_version", &[])
+        .await
+        .map_err(err)?
+    {
+        Some(row) => row.try_get::<_, i64>(0).map_err(err)?,
+        None => 0,
+    };
+    if let Err(too_new) = check_version(found) {
+        // Release the lock now rather than when the dropped transaction's rollback is
+        // sent: a replica that refuses to start must not hold up the others.
+        tx.rollback().await.map_err(err)?;
+        return Err(too_new);
+    }
+    if found == SCHEMA_VERSION {
+        return tx.commit().await.map_err(err);
+    }
+    let from = usize::try_from(found).map_err(|_| {
+        target.failure(
+            "cannot migrate database",
+            &format!("invalid schema version {found}"),
+        )
+    })?;
+    for sql in &MIGRATIONS[from..] {
+        tx.batch_execute(sql).await.map_err(err)?;
+    }
+    tx.execute(
+        "INSERT INTO tokengate_schema_version (version) VALUES ($1)
+         ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    tracing::info!(
+        database = %target.name,
+        from = found,
+        to = SCHEMA_VERSION,
+        "migrated database schema"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_repeating_them() {
+        assert!(parse_url("postgres://u:pw@db.internal:6432/tokens").is_ok());
+        assert!(parse_url("host=/run/postgresql user=tg dbname=tg").is_ok());
+        for (url, problem) in [
+            (
+                "postgres://u:hunter2@h/db?port=x",
+                "not a valid PostgreSQL URL",
+            ),
+            ("postgres://u:hunter2@h/db?sslmode=require", "needs TLS"),
+            ("user=u password=hunter2 dbname=d", "names no host"),
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(e.contains(problem), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_database_is_named_without_its_password() {
+        let name = |url: &str| describe(&parse_url(url).unwrap());
+        assert_eq!(
+            name("postgres://tg:hunter2@db.internal:6432/tokens"),
+            "postgres://tg@db.internal:6432/tokens"
+        );
+        assert_eq!(
+            name("postgres://a,b:5433/x?password=hunter2"),
+            "postgres://a:5432,b:5433/x"
+        );
+        assert_eq!(
+            name("host=/run/postgresql user=tg"),
+            "postgres://tg@/run/postgresql:5432/tg"
+        );
+    }
+
+    #[test]
+    fn failures_are_one_line_and_scrub_the_password() {
+        let target = Target::new(parse_url("postgres://tg:hunter2@h/db").unwrap());
+        let e = target.failure("cannot connect to database", "FATAL: no\nDETAIL: hunter2");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to database postgres://tg@h:5432/db: FATAL: no DETAIL: ***"
+        );
+    }
+
+    #[test]
+    fn connection_defaults_are_set_unless_the_url_sets_them() {
+        let target = Target::new(parse_url("postgres://h/db").unwrap());
+        assert_eq!(target.config.get_application_name(), Some(APPLICATION_NAME));
+        assert_eq!(target.connect_timeout, CONNECT_TIMEOUT);
+        let target =
+            Target::new(parse_url("postgres://h/db?application_name=a&connect_timeout=2").unwrap());
+        assert_eq!(target.config.get_application_name(), Some("a"));
+        assert_eq!(target.connect_timeout, Duration::from_secs(2));
+    }
+}

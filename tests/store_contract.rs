@@ -1,0 +1,594 @@
+//! The [`TokenStore`] contract, written once and run against both backends: a fresh
+//! SQLite file, and a fresh PostgreSQL schema (`tg_<hex>`, on the test server; see
+//! `common::PgSchema`). Each behaviour below is a plain async function of a [`Db`];
+//! [`contract!`] turns it into `sqlite::<name>` and `postgres::<name>`.
+//!
+//! After the shared suite, what only PostgreSQL has: network errors that must be one
+//! clean line without the password, the schema version table and its lock, and
+//! connections that die under the store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokengate::config::StoreBackend;
+use tokengate::store::{self, PruneReport, Session, SharedStore, StoreError, TokenHash};
+
+use common::{pg_admin, PgSchema};
+
+/// A fresh database of one backend; every [`Db::open`] is another store handle on it.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgSchema),
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Db {
+        Db::Postgres(PgSchema::create().await)
+    }
+
+    fn backend(&self) -> StoreBackend {
+        match self {
+            Db::Sqlite(dir) => StoreBackend::Sqlite(dir.path().join("tokens.db")),
+            Db::Postgres(schema) => StoreBackend::Postgres(schema.url.clone()),
+        }
+    }
+
+    /// Opens a store handle, as `tokengate serve` or the CLI would.
+    async fn open(&self) -> SharedStore {
+        store::open(&self.backend())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Runs each listed behaviour against each backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::Db::sqlite();
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::Db::postgres().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_fresh_store_is_empty_and_ready,
+    insert_find_delete,
+    all_fields_round_trip,
+    duplicate_insert_returns_the_existing_row,
+    delete_session_checks_the_user,
+    list_excludes_expired_and_other_users_newest_first,
+    delete_user_sessions_returns_the_ids,
+    deny_and_is_denied,
+    cutoff_never_moves_backwards,
+    prune_removes_exactly_the_dead_rows_in_small_batches,
+    a_second_handle_sees_writes_at_once,
+    reopening_keeps_the_rows,
+    concurrent_writes_and_reads,
+);
+
+fn hash(n: u8) -> TokenHash {
+    TokenHash::of_signing_input(&[n])
+}
+
+fn session(n: u8, user: &str, created_at: i64, expires_at: i64) -> Session {
+    Session {
+        token_hash: hash(n),
+        session_id: format!("s{n}"),
+        user_id: user.to_owned(),
+        issued_at: Some(created_at),
+        expires_at,
+        created_at,
+        user_agent: Some("curl/8".to_owned()),
+        client_addr: None,
+    }
+}
+
+/// Every allowlist row of `user`, expired or not, by session id.
+async fn ids(store: &SharedStore, user: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .list_sessions(user, i64::MIN)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn a_fresh_store_is_empty_and_ready(db: &Db) {
+    let store = db.open().await;
+    store.ping().await.unwrap();
+    assert_eq!(store.find_session(hash(1)).await.unwrap(), None);
+    assert!(!store.is_denied(hash(1)).await.unwrap());
+    assert_eq!(store.cutoff("alice").await.unwrap(), None);
+    assert!(store.list_sessions("alice", 0).await.unwrap().is_empty());
+    assert_eq!(
+        store.prune(i64::MAX, i64::MAX, 10).await.unwrap().total(),
+        0
+    );
+}
+
+async fn insert_find_delete(db: &Db) {
+    let store = db.open().await;
+    let stored = store
+        .insert_session(session(1, "alice", 10, 100))
+        .await
+        .unwrap();
+    assert_eq!(stored, session(1, "alice", 10, 100));
+    store
+        .insert_session(session(2, "alice", 11, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_session(hash(1)).await.unwrap(),
+        Some(session(1, "alice", 10, 100))
+    );
+    assert!(store.delete_session_by_hash(hash(1)).await.unwrap());
+    assert!(!store.delete_session_by_hash(hash(1)).await.unwrap());
+    assert_eq!(store.find_session(hash(1)).await.unwrap(), None);
+    let gone = store.delete_session("s2", Some("alice")).await.unwrap();
+    assert_eq!(gone, Some(session(2, "alice", 11, 100)));
+    assert!(ids(&store, "alice").await.is_empty());
+}
+
+async fn all_fields_round_trip(db: &Db) {
+    let store = db.open().await;
+    let odd = Session {
+        token_hash: TokenHash([0xff; 32]),
+        session_id: "0123456789abcdef0123456789abcdef".into(),
+        user_id: "ünïcødé user 🦀".into(),
+        issued_at: None,
+        expires_at: i64::MAX,
+        created_at: -1,
+        user_agent: None,
+        client_addr: Some("::1".into()),
+    };
+    assert_eq!(store.insert_session(odd.clone()).await.unwrap(), odd);
+    assert_eq!(store.find_session(odd.token_hash).await.unwrap(), Some(odd));
+}
+
+async fn duplicate_insert_returns_the_existing_row(db: &Db) {
+    let store = db.open().await;
+    let first = session(1, "alice", 10, 100);
+    store.insert_session(first.clone()).await.unwrap();
+    let mut again = session(1, "alice", 20, 200);
+    again.session_id = "other".to_owned();
+    // The same token captured twice is one session: the first.
+    assert_eq!(store.insert_session(again).await.unwrap(), first);
+    assert_eq!(ids(&store, "alice").await, ["s1"]);
+    assert_eq!(store.find_session(hash(1)).await.unwrap(), Some(first));
+}
+
+async fn delete_session_checks_the_user(db: &Db) {
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 10, 100))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_session("s1", Some("bob")).await.unwrap(), None);
+    assert!(store.find_session(hash(1)).await.unwrap().is_some());
+    assert_eq!(store.delete_session("nope", None).await.unwrap(), None);
+    assert_eq!(
+        store.delete_session("s1", None).await.unwrap(),
+        Some(session(1, "alice", 10, 100))
+    );
+    assert!(ids(&store, "alice").await.is_empty());
+}
+
+async fn list_excludes_expired_and_other_users_newest_first(db: &Db) {
+    let store = db.open().await;
+    for s in [
+        session(1, "alice", 10, 100),
+        session(2, "alice", 30, 100),
+        session(3, "alice", 20, 50), // expired at 50
+        session(4, "alice", 30, 100),
+        session(5, "bob", 40, 100),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    let listed: Vec<String> = store
+        .list_sessions("alice", 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    // Newest first; a tie in created_at is ordered by session id.
+    assert_eq!(listed, ["s2", "s4", "s1"]);
+    assert_eq!(store.list_sessions("bob", 50).await.unwrap().len(), 1);
+    assert!(store.list_sessions("carol", 0).await.unwrap().is_empty());
+}
+
+async fn delete_user_sessions_returns_the_ids(db: &Db) {
+    let store = db.open().await;
+    for s in [
+        session(1, "alice", 10, 100),
+        session(2, "alice", 20, 50),
+        session(3, "bob", 30, 100),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    let mut gone = store.delete_user_sessions("alice").await.unwrap();
+    gone.sort();
+    assert_eq!(gone, ["s1", "s2"]);
+    assert!(ids(&store, "alice").await.is_empty());
+    assert_eq!(ids(&store, "bob").await, ["s3"]);
+    assert!(store
+        .delete_user_sessions("alice")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn deny_and_is_denied(db: &Db) {
+    let store = db.open().await;
+    assert!(!store.is_denied(hash(1)).await.unwrap());
+    store.deny(hash(1), "alice", 100).await.unwrap();
+    store.deny(hash(1), "alice", 100).await.unwrap(); // twice is once
+    assert!(store.is_denied(hash(1)).await.unwrap());
+    assert!(!store.is_denied(hash(2)).await.unwrap());
+    let report = store.prune(100, i64::MIN, 10).await.unwrap();
+    assert_eq!(report.invalid_token, 1, "denied once, so one row");
+}
+
+async fn cutoff_never_moves_backwards(db: &Db) {
+    let store = db.open().await;
+    assert_eq!(store.cutoff("alice").await.unwrap(), None);
+    store.set_cutoff("alice", 100).await.unwrap();
+    store.set_cutoff("alice", 50).await.unwrap();
+    assert_eq!(store.cutoff("alice").await.unwrap(), Some(100));
+    store.set_cutoff("alice", 150).await.unwrap();
+    assert_eq!(store.cutoff("alice").await.unwrap(), Some(150));
+    assert_eq!(store.cutoff("bob").await.unwrap(), None);
+}
+
+async fn prune_removes_exactly_the_dead_rows_in_small_batches(db: &Db) {
+    let store = db.open().await;
+    for n in 0..5 {
+        store
+            .insert_session(session(n, "alice", 1, 100))
+            .await
+            .unwrap();
+        store.deny(hash(n), "alice", 100).await.unwrap();
+        store.set_cutoff(&format!("old{n}"), 10).await.unwrap();
+    }
+    store
+        .insert_session(session(9, "alice", 1, 101))
+        .await
+        .unwrap();
+    store.deny(hash(9), "alice", 101).await.unwrap();
+    store.set_cutoff("recent", 20).await.unwrap();
+
+    // Expired at `now` counts as dead; a cut-off at the horizon stays.
+    let report = store.prune(100, 20, 2).await.unwrap();
+    let expected = PruneReport {
+        valid_token: 5,
+        invalid_token: 5,
+        user_status: 5,
+    };
+    assert_eq!(report, expected);
+    assert_eq!(ids(&store, "alice").await, ["s9"]);
+    for n in 0..5 {
+        assert!(!store.is_denied(hash(n)).await.unwrap());
+        assert_eq!(store.cutoff(&format!("old{n}")).await.unwrap(), None);
+    }
+    assert!(store.is_denied(hash(9)).await.unwrap());
+    assert_eq!(store.cutoff("recent").await.unwrap(), Some(20));
+    // Nothing left to do, and a zero batch still terminates.
+    assert_eq!(store.prune(100, 20, 0).await.unwrap().total(), 0);
+}
+
+async fn a_second_handle_sees_writes_at_once(db: &Db) {
+    let first = db.open().await;
+    // Read first on every connection, so that none starts after the other's writes.
+    for _ in 0..8 {
+        assert!(!first.is_denied(hash(1)).await.unwrap());
+        assert_eq!(first.find_session(hash(2)).await.unwrap(), None);
+    }
+    let second = db.open().await;
+    second.deny(hash(1), "alice", 100).await.unwrap();
+    second.set_cutoff("alice", 5).await.unwrap();
+    second
+        .insert_session(session(2, "alice", 1, 100))
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        assert!(first.is_denied(hash(1)).await.unwrap());
+        assert_eq!(first.cutoff("alice").await.unwrap(), Some(5));
+        assert!(first.find_session(hash(2)).await.unwrap().is_some());
+    }
+    second.delete_session_by_hash(hash(2)).await.unwrap();
+    for _ in 0..8 {
+        assert_eq!(first.find_session(hash(2)).await.unwrap(), None);
+    }
+}
+
+async fn reopening_keeps_the_rows(db: &Db) {
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 10, 100))
+        .await
+        .unwrap();
+    store.deny(hash(2), "alice", 100).await.unwrap();
+    drop(store);
+    // Opening again finds the schema current and migrates nothing.
+    let store = db.open().await;
+    assert_eq!(
+        store.find_session(hash(1)).await.unwrap(),
+        Some(session(1, "alice", 10, 100))
+    );
+    assert!(store.is_denied(hash(2)).await.unwrap());
+}
+
+async fn concurrent_writes_and_reads(db: &Db) {
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..32u8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // Half of them capture the same token: one row, one answer.
+                let n = if n % 2 == 0 { n } else { 1 };
+                let stored = store.insert_session(session(n, "alice", 1, 100)).await?;
+                store.deny(hash(n), "alice", 100).await?;
+                store.set_cutoff("alice", i64::from(n)).await?;
+                let found = store.find_session(hash(n)).await?;
+                Ok::<_, StoreError>((stored, found))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (stored, found) = task.await.unwrap().unwrap();
+        assert_eq!(Some(stored), found);
+    }
+    assert_eq!(store.list_sessions("alice", 0).await.unwrap().len(), 17);
+    assert_eq!(store.cutoff("alice").await.unwrap(), Some(30));
+}
+
+// ---- PostgreSQL only ----
+
+/// A closed port on loopback: bound, then released.
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn connect_err(url: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let err = store::open(&StoreBackend::Postgres(url.to_owned()))
+        .await
+        .err()
+        .expect("connecting should fail");
+    (err.to_string(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_quick_clean_error() {
+    let port = closed_port().await;
+    let (err, took) = connect_err(&format!("postgres://tg:hunter2@127.0.0.1:{port}/db")).await;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        err.starts_with(&format!(
+            "cannot connect to database postgres://tg@127.0.0.1:{port}/db: "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains('\n') && !err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn the_password_never_appears_in_an_error() {
+    let secret = "hunter2-Sup3rSecret";
+    let port = closed_port().await;
+    // A server that accepts and never answers: the connect timeout (here 1 s) ends it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let cases = [
+        format!("postgres://tg:{secret}@127.0.0.1:{port}/test"),
+        format!("postgres://postgres:{secret}@127.0.0.1:5432/no_such_database_tg"),
+        format!("postgres://postgres@127.0.0.1:5432/test?password={secret}&port=bad"),
+        format!("postgres://tg:{secret}@127.0.0.1/test?sslmode=require"),
+        format!("postgres://tg:{secret}@{silent_addr}/test?connect_timeout=1"),
+    ];
+    let mut errors = Vec::new();
+    for url in &cases {
+        let (err, took) = connect_err(url).await;
+        assert!(!err.contains(secret), "{url}: {err}");
+        assert!(!err.contains('\n'), "{url}: {err}");
+        assert!(took < Duration::from_secs(3), "{url}: took {took:?}");
+        errors.push((err, took));
+    }
+    assert!(
+        errors[1].0.contains("no_such_database_tg"),
+        "{}",
+        errors[1].0
+    );
+    assert!(errors[4].0.contains("timed out"), "{}", errors[4].0);
+    assert!(
+        errors[4].1 >= Duration::from_millis(900),
+        "{:?}",
+        errors[4].1
+    );
+}
+
+#[tokio::test]
+async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    db.open().await;
+    let admin = pg_admin().await;
+    let columns: Vec<(String, String, String)> = admin
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text
+             FROM information_schema.columns WHERE table_schema = $1
+             AND table_name IN ('valid_token', 'invalid_token', 'user_status')
+             ORDER BY 1, ordinal_position",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [
+        ("invalid_token", "token_hash", "bytea"),
+        ("invalid_token", "user_id", "text"),
+        ("invalid_token", "expires_at", "bigint"),
+        ("user_status", "user_id", "text"),
+        ("user_status", "logged_out_at", "bigint"),
+        ("valid_token", "token_hash", "bytea"),
+        ("valid_token", "session_id", "text"),
+        ("valid_token", "user_id", "text"),
+        ("valid_token", "issued_at", "bigint"),
+        ("valid_token", "expires_at", "bigint"),
+        ("valid_token", "created_at", "bigint"),
+        ("valid_token", "user_agent", "text"),
+        ("valid_token", "client_addr", "text"),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(t, c, d)| (t.to_string(), c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(columns, expected);
+    let indexes: Vec<String> = admin
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1
+             AND indexname NOT LIKE '%pkey' AND indexname NOT LIKE '%key' ORDER BY 1",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            "invalid_token_expires_at",
+            "invalid_token_user_id",
+            "user_status_logged_out_at",
+            "valid_token_expires_at",
+            "valid_token_user_id",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    // Polled together: four connects race for the migration lock on an empty schema.
+    let (a, b, c, d) = tokio::join!(db.open(), db.open(), db.open(), db.open());
+    for store in [&a, &b, &c, &d] {
+        store.ping().await.unwrap();
+    }
+    assert_eq!(schema.rows("tokengate_schema_version").await, 1);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    drop(db.open().await);
+    let sql = format!(
+        "UPDATE {}.tokengate_schema_version SET version = 99",
+        schema.name
+    );
+    pg_admin().await.batch_execute(&sql).await.unwrap();
+    match store::open(&db.backend()).await {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, 99);
+            assert!(supported < 99);
+        }
+        other => panic!("expected SchemaTooNew, got {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn the_search_path_may_be_given_with_a_space() {
+    // `options=-c search_path=...` percent-encoded, the other spelling of the option.
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let url = schema
+        .url
+        .replace("-csearch_path%3D", "-c%20search_path%3D");
+    assert_ne!(url, schema.url);
+    let store = store::open(&StoreBackend::Postgres(url)).await.unwrap();
+    store.deny(hash(1), "alice", 100).await.unwrap();
+    assert_eq!(schema.rows("invalid_token").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_under_the_store_are_replaced() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 1, 100))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        assert!(schema.terminate_sessions().await >= 3, "round {round}");
+        // Reads and idempotent writes are retried once on a new connection.
+        assert!(store.find_session(hash(1)).await.unwrap().is_some());
+        store
+            .insert_session(session(2 + round, "alice", 1, 100))
+            .await
+            .unwrap();
+        store.deny(hash(9), "alice", 100).await.unwrap();
+        store.ping().await.unwrap();
+    }
+    // Every other operation works again too once the store has reconnected.
+    assert_eq!(store.delete_user_sessions("alice").await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn a_dropped_schema_is_an_error_not_a_panic() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let store = db.open().await;
+    let sql = format!("DROP SCHEMA {} CASCADE", schema.name);
+    pg_admin().await.batch_execute(&sql).await.unwrap();
+    let err = store.find_session(hash(1)).await.unwrap_err().to_string();
+    assert!(err.starts_with("database postgres://"), "{err}");
+    assert!(store.ping().await.is_err());
+    assert!(store.set_cutoff("alice", 1).await.is_err());
+}
