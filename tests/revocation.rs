@@ -362,3 +362,44 @@ async fn a_nonexistent_session_gets_the_same_404_as_another_users_session() {
     );
     assert_passes(&gate, &backend, &bob, "bob").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_background_prune_deletes_expired_rows_and_keeps_live_ones() {
+    let backend = Backend::start().await;
+    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist").replace(
+        "sqlite_path = \"{db}\"",
+        "sqlite_path = \"{db}\"\nprune_interval_seconds = 1",
+    );
+    let gate = Gate::start_config(&backend, &config).await;
+    let live = login(&gate, "alice").await;
+    // Rows an earlier run left behind, expired a while ago.
+    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
+    let n = now();
+    for i in 0..3u8 {
+        conn.execute(
+            "INSERT INTO valid_token (token_hash, session_id, user_id, issued_at, expires_at, created_at)
+             VALUES (?1, ?2, 'old', ?3, ?4, ?3)",
+            rusqlite::params![vec![i; 32], format!("old-{i}"), n - 7200, n - 3600],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO invalid_token (token_hash, user_id, expires_at) VALUES (?1, 'old', ?2)",
+        rusqlite::params![vec![9u8; 32], n - 60],
+    )
+    .unwrap();
+    // The pruner runs every second; give it a few.
+    for _ in 0..50 {
+        if rows(&gate, "valid_token") == 1 && rows(&gate, "invalid_token") == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows(&gate, "valid_token"),
+        1,
+        "only the live session is left"
+    );
+    assert_eq!(rows(&gate, "invalid_token"), 0);
+    assert_eq!(get_with(&gate.url("/api"), &live).await.status, 200);
+}
