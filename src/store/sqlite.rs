@@ -505,36 +505,17 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 #[cfg(test)]
 mod tests {
+    //! SQLite-specific checks. The behaviour every store shares is tested once, for
+    //! SQLite and PostgreSQL alike, in `tests/store_contract.rs`.
+
     use rusqlite::types::Value;
 
     use super::*;
-
-    fn hash(n: u8) -> TokenHash {
-        TokenHash::of_signing_input(&[n])
-    }
-
-    fn session(n: u8, user: &str, created_at: i64, expires_at: i64) -> Session {
-        Session {
-            token_hash: hash(n),
-            session_id: format!("s{n}"),
-            user_id: user.to_owned(),
-            issued_at: Some(created_at),
-            expires_at,
-            created_at,
-            user_agent: Some("curl/8".to_owned()),
-            client_addr: None,
-        }
-    }
 
     fn temp_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("tokens.db")).unwrap();
         (dir, store)
-    }
-
-    fn count(store: &SqliteStore, table: &str) -> i64 {
-        let sql = format!("SELECT count(*) FROM {table}");
-        store.read(|c| c.query_row(&sql, [], |r| r.get(0))).unwrap()
     }
 
     #[tokio::test]
@@ -575,200 +556,6 @@ mod tests {
             .read(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
             .unwrap();
         assert_eq!(reader_mode, "wal");
-    }
-
-    #[tokio::test]
-    async fn reopen_keeps_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.db");
-        let store = SqliteStore::open(&path).unwrap();
-        store
-            .insert_session(session(1, "alice", 10, 100))
-            .await
-            .unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.path(), path);
-        let found = store.find_session(hash(1)).await.unwrap();
-        assert_eq!(found, Some(session(1, "alice", 10, 100)));
-    }
-
-    #[tokio::test]
-    async fn insert_find_delete() {
-        let (_dir, store) = temp_store();
-        assert_eq!(store.find_session(hash(1)).await.unwrap(), None);
-        store
-            .insert_session(session(1, "alice", 10, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session(session(2, "alice", 11, 100))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.find_session(hash(1)).await.unwrap(),
-            Some(session(1, "alice", 10, 100))
-        );
-        assert!(store.delete_session_by_hash(hash(1)).await.unwrap());
-        assert!(!store.delete_session_by_hash(hash(1)).await.unwrap());
-        assert_eq!(store.find_session(hash(1)).await.unwrap(), None);
-        let gone = store.delete_session("s2", Some("alice")).await.unwrap();
-        assert_eq!(gone, Some(session(2, "alice", 11, 100)));
-        assert_eq!(count(&store, VALID_TOKEN), 0);
-    }
-
-    #[tokio::test]
-    async fn duplicate_insert_is_one_row() {
-        let (_dir, store) = temp_store();
-        let first = session(1, "alice", 10, 100);
-        store.insert_session(first.clone()).await.unwrap();
-        let mut again = session(1, "alice", 20, 200);
-        again.session_id = "other".to_owned();
-        store.insert_session(again).await.unwrap();
-        assert_eq!(count(&store, VALID_TOKEN), 1);
-        assert_eq!(store.find_session(hash(1)).await.unwrap(), Some(first));
-    }
-
-    #[tokio::test]
-    async fn delete_session_checks_user() {
-        let (_dir, store) = temp_store();
-        store
-            .insert_session(session(1, "alice", 10, 100))
-            .await
-            .unwrap();
-        assert_eq!(store.delete_session("s1", Some("bob")).await.unwrap(), None);
-        assert!(store.find_session(hash(1)).await.unwrap().is_some());
-        assert_eq!(store.delete_session("nope", None).await.unwrap(), None);
-        assert!(store.delete_session("s1", None).await.unwrap().is_some());
-        assert_eq!(count(&store, VALID_TOKEN), 0);
-    }
-
-    #[tokio::test]
-    async fn list_and_delete_user_sessions() {
-        let (_dir, store) = temp_store();
-        store
-            .insert_session(session(1, "alice", 10, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session(session(2, "alice", 30, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session(session(3, "alice", 20, 50))
-            .await
-            .unwrap(); // expired at 50
-        store
-            .insert_session(session(4, "alice", 30, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session(session(5, "bob", 40, 100))
-            .await
-            .unwrap();
-        let ids: Vec<String> = store
-            .list_sessions("alice", 50)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|s| s.session_id)
-            .collect();
-        assert_eq!(ids, ["s2", "s4", "s1"]);
-        assert_eq!(store.delete_user_sessions("alice").await.unwrap().len(), 4);
-        assert!(store.list_sessions("alice", 0).await.unwrap().is_empty());
-        assert_eq!(store.list_sessions("bob", 0).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn deny_and_is_denied() {
-        let (_dir, store) = temp_store();
-        assert!(!store.is_denied(hash(1)).await.unwrap());
-        store.deny(hash(1), "alice", 100).await.unwrap();
-        store.deny(hash(1), "alice", 100).await.unwrap();
-        assert!(store.is_denied(hash(1)).await.unwrap());
-        assert!(!store.is_denied(hash(2)).await.unwrap());
-        assert_eq!(count(&store, INVALID_TOKEN), 1);
-    }
-
-    #[tokio::test]
-    async fn cutoff_never_moves_backwards() {
-        let (_dir, store) = temp_store();
-        assert_eq!(store.cutoff("alice").await.unwrap(), None);
-        store.set_cutoff("alice", 100).await.unwrap();
-        store.set_cutoff("alice", 50).await.unwrap();
-        assert_eq!(store.cutoff("alice").await.unwrap(), Some(100));
-        store.set_cutoff("alice", 150).await.unwrap();
-        assert_eq!(store.cutoff("alice").await.unwrap(), Some(150));
-        assert_eq!(store.cutoff("bob").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn prune_removes_exactly_the_dead_rows_in_batches() {
-        let (_dir, store) = temp_store();
-        for n in 0..5 {
-            store
-                .insert_session(session(n, "alice", 1, 100))
-                .await
-                .unwrap();
-            store.deny(hash(n), "alice", 100).await.unwrap();
-            store.set_cutoff(&format!("old{n}"), 10).await.unwrap();
-        }
-        store
-            .insert_session(session(9, "alice", 1, 101))
-            .await
-            .unwrap();
-        store.deny(hash(9), "alice", 101).await.unwrap();
-        store.set_cutoff("recent", 20).await.unwrap();
-
-        let report = store.prune(100, 20, 2).await.unwrap();
-        let expected = PruneReport {
-            valid_token: 5,
-            invalid_token: 5,
-            user_status: 5,
-        };
-        assert_eq!(report, expected);
-        assert!(store.find_session(hash(9)).await.unwrap().is_some());
-        assert!(store.is_denied(hash(9)).await.unwrap());
-        assert_eq!(store.cutoff("recent").await.unwrap(), Some(20));
-        assert_eq!(count(&store, VALID_TOKEN), 1);
-        assert_eq!(count(&store, INVALID_TOKEN), 1);
-        assert_eq!(count(&store, USER_STATUS), 1);
-        // Nothing left to do, and a zero batch still terminates.
-        assert_eq!(store.prune(100, 20, 0).await.unwrap().total(), 0);
-    }
-
-    #[tokio::test]
-    async fn sees_writes_of_another_store_on_the_same_file() {
-        let (dir, first) = temp_store();
-        // Read first, so that every reader has been used before the other write.
-        for _ in 0..READERS {
-            assert!(!first.is_denied(hash(1)).await.unwrap());
-        }
-        let second = SqliteStore::open(&dir.path().join("tokens.db")).unwrap();
-        second.deny(hash(1), "alice", 100).await.unwrap();
-        second.set_cutoff("alice", 5).await.unwrap();
-        for _ in 0..READERS {
-            assert!(first.is_denied(hash(1)).await.unwrap());
-        }
-        assert_eq!(first.cutoff("alice").await.unwrap(), Some(5));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writes_and_reads() {
-        let (_dir, store) = temp_store();
-        let tasks: Vec<_> = (0..32u8)
-            .map(|n| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    store.insert_session(session(n, "alice", 1, 100)).await?;
-                    store.find_session(hash(n)).await
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert!(task.await.unwrap().unwrap().is_some());
-        }
-        assert_eq!(store.list_sessions("alice", 0).await.unwrap().len(), 32);
     }
 
     #[tokio::test]
