@@ -37,6 +37,12 @@ pub async fn handle(
         }
         (&Method::GET | &Method::HEAD, "/readyz") => readiness(&app).await,
         (&Method::GET, "/metrics") => {
+            // The live-sessions gauge is read at scrape time; a store failure leaves its
+            // last value (readiness reports the outage).
+            match app.strategy.store().count_sessions(crate::jwt::now()).await {
+                Ok(n) => app.metrics.set_live_sessions(n),
+                Err(e) => tracing::warn!(error = %e, "metrics: cannot count live sessions"),
+            }
             let mut response = Response::new(body::full(app.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -22,6 +23,7 @@ pub struct Metrics {
     upstream_errors: Family<Labels, Counter>,
     revocations: Family<Labels, Counter>,
     captures: Family<Labels, Counter>,
+    live_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,12 @@ impl Metrics {
             "Capture attempts on 2xx login responses, by result",
             captures.clone(),
         );
+        let live_sessions = Gauge::default();
+        registry.register(
+            "live_sessions",
+            "Unexpired allowlist rows (sessions), read from the store at each scrape",
+            live_sessions.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -69,6 +77,7 @@ impl Metrics {
             upstream_errors,
             revocations,
             captures,
+            live_sessions,
         }
     }
 
@@ -91,6 +100,11 @@ impl Metrics {
     /// Counts a capture attempt (`stored`, or why not).
     pub fn capture(&self, result: &'static str) {
         self.captures.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Records the number of live sessions just read from the store.
+    pub fn set_live_sessions(&self, n: u64) {
+        self.live_sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The number of captures with this result so far (for tests and the demo).

@@ -60,6 +60,7 @@ async fn health_readiness_and_metrics_need_no_token() {
         text.contains("tokengate_request_duration_seconds_bucket"),
         "{text}"
     );
+    assert!(text.contains("tokengate_live_sessions 1"), "{text}");
 }
 
 #[tokio::test]

@@ -218,6 +218,9 @@ async fn list_excludes_expired_and_other_users_newest_first(db: &Db) {
     assert_eq!(listed, ["s2", "s4", "s1"]);
     assert_eq!(store.list_sessions("bob", 50).await.unwrap().len(), 1);
     assert!(store.list_sessions("carol", 0).await.unwrap().is_empty());
+    // The live-sessions gauge counts the same rows, every user together.
+    assert_eq!(store.count_sessions(50).await.unwrap(), 4);
+    assert_eq!(store.count_sessions(100).await.unwrap(), 0);
 }
 
 async fn delete_user_sessions_returns_the_ids(db: &Db) {

@@ -143,6 +143,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// A user's sessions not yet expired at `now`, newest first.
     fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>>;
 
+    /// How many allowlist rows are not yet expired at `now` (the live-sessions gauge).
+    fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64>;
+
     /// Lists a token as revoked until its expiry (denylist).
     fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()>;
 

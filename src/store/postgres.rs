@@ -420,6 +420,15 @@ impl TokenStore for PostgresStore {
         }))
     }
 
+    fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            let row = conn.client.query_one(&s.count_sessions, &[&now]).await?;
+            let n: i64 = row.try_get(0)?;
+            Ok(n.max(0) as u64)
+        }))
+    }
+
     fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()> {
         Box::pin(self.run(Retry::Once, move |conn| async move {
             let s = &conn.statements;
@@ -519,6 +528,7 @@ struct Statements {
     delete_session: Statement,
     delete_user_sessions: Statement,
     list_sessions: Statement,
+    count_sessions: Statement,
     deny: Statement,
     is_denied: Statement,
     set_cutoff: Statement,
@@ -565,14 +575,15 @@ impl Statements {
             prune_sql(VALID_TOKEN, "expires_at <= $1"),
             prune_sql(INVALID_TOKEN, "expires_at <= $1"),
             prune_sql(USER_STATUS, "logged_out_at < $1"),
+            format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > $1"),
         ];
         let p = |i: usize| client.prepare(&sql[i]);
         let (ping, insert_session, find_session, delete_session_by_hash, delete_session) =
             tokio::try_join!(p(0), p(1), p(2), p(3), p(4))?;
         let (delete_user_sessions, list_sessions, deny, is_denied, set_cutoff) =
             tokio::try_join!(p(5), p(6), p(7), p(8), p(9))?;
-        let (cutoff, prune_valid_token, prune_invalid_token, prune_user_status) =
-            tokio::try_join!(p(10), p(11), p(12), p(13))?;
+        let (cutoff, prune_valid_token, prune_invalid_token, prune_user_status, count_sessions) =
+            tokio::try_join!(p(10), p(11), p(12), p(13), p(14))?;
         Ok(Statements {
             ping,
             insert_session,
@@ -581,6 +592,7 @@ impl Statements {
             delete_session,
             delete_user_sessions,
             list_sessions,
+            count_sessions,
             deny,
             is_denied,
             set_cutoff,

@@ -326,6 +326,17 @@ impl TokenStore for SqliteStore {
         })
     }
 
+    fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let sql = format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > ?1");
+                conn.prepare_cached(&sql)?
+                    .query_row([now], |r| r.get::<_, i64>(0))
+                    .map(|n| n.max(0) as u64)
+            })
+        })
+    }
+
     fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()> {
         let user = user.to_owned();
         Box::pin(self.write(move |tx| {
