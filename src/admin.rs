@@ -19,8 +19,9 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::gate::{json_response, percent_decode};
-use crate::store::Session;
-use crate::strategy::SessionMeta;
+use crate::revocations::RevokeError;
+use crate::store::{Actor, Session};
+use crate::strategy::{SessionMeta, Target};
 
 /// The most of a `POST /admin/tokens` body read (a token is at most 8 KiB).
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -39,10 +40,14 @@ pub async fn handle(
         (&Method::GET, "/metrics") => {
             // The live-sessions gauge is read at scrape time; a store failure leaves its
             // last value (readiness reports the outage).
-            match app.strategy.store().count_sessions(crate::jwt::now()).await {
+            match app.strategy.live_sessions().await {
                 Ok(n) => app.metrics.set_live_sessions(n),
                 Err(e) => tracing::warn!(error = %e, "metrics: cannot count live sessions"),
             }
+            app.metrics.set_cache_state(
+                app.cache.len(),
+                app.cache.enabled() && !app.cache.is_current(),
+            );
             let mut response = Response::new(body::full(app.metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -61,7 +66,7 @@ pub async fn handle(
 /// Ready when the keys are loaded (they are, or we would not have started) and the
 /// store answers.
 async fn readiness(app: &App) -> Response<Body> {
-    match app.strategy.store().ping().await {
+    match app.strategy.ping().await {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store unavailable");
@@ -230,42 +235,51 @@ fn session_json(s: &Session) -> serde_json::Value {
 
 /// `GET /admin/users/{id}/sessions`
 async fn list_user(app: &App, user: &str) -> ApiResult {
-    if !app.strategy.keeps_sessions() {
-        return Ok(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "sessions are not kept under this revocation strategy",
-        ));
+    match app.revocations.sessions(user).await {
+        Ok(sessions) => {
+            let list: Vec<_> = sessions.iter().map(session_json).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::Value::Array(list),
+            ))
+        }
+        Err(e) => revoke_error(e),
     }
-    let sessions = app
-        .strategy
-        .store()
-        .list_sessions(user, crate::jwt::now())
-        .await?;
-    let list: Vec<_> = sessions.iter().map(session_json).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::Value::Array(list),
-    ))
 }
 
 /// `DELETE /admin/users/{id}/sessions`: logout-all on behalf of a user.
 async fn revoke_user(app: &App, user: &str) -> ApiResult {
-    let sessions = app.strategy.logout_all(user).await?;
-    app.metrics.revocation("admin_user");
-    tracing::info!(user = %user, ?sessions, by = "admin", "logout-all");
-    Ok(no_content())
+    match app
+        .revocations
+        .revoke(Target::User(user), Actor::Admin)
+        .await
+    {
+        Ok(_) => Ok(no_content()),
+        Err(e) => revoke_error(e),
+    }
 }
 
 /// `DELETE /admin/sessions/{id}`
 async fn revoke_session(app: &App, id: &str) -> ApiResult {
-    match app.strategy.store().delete_session(id, None).await? {
-        Some(s) => {
-            app.metrics.revocation("admin_session");
-            tracing::info!(user = %s.user_id, session = %s.session_id, by = "admin", "session revoked");
-            Ok(no_content())
+    let target = Target::Session { id, owner: None };
+    match app.revocations.revoke(target, Actor::Admin).await {
+        Ok(_) => Ok(no_content()),
+        Err(e) => revoke_error(e),
+    }
+}
+
+/// A refused revocation as an admin answer; a store failure is the caller's 503.
+fn revoke_error(e: RevokeError) -> ApiResult {
+    match e {
+        RevokeError::NoSessions(_) => Ok(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "sessions are not kept under this revocation strategy",
+        )),
+        RevokeError::NoSuchSession => {
+            Ok(error(StatusCode::NOT_FOUND, "not_found", "no such session"))
         }
-        None => Ok(error(StatusCode::NOT_FOUND, "not_found", "no such session")),
+        RevokeError::Store(e) => Err(e),
     }
 }
 

@@ -13,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::strategy::SessionMeta;
+use crate::revocations::RevokeError;
+use crate::store::Actor;
+use crate::strategy::{SessionMeta, Target};
 
 /// tokengate: an authentication sidecar that makes JWTs revocable.
 #[derive(Debug, Parser)]
@@ -139,20 +141,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
         Command::Prune => {
             let app = open(load(&path)?).await?;
-            let report = crate::server::prune_once(&app).await?;
+            let report = app.revocations.prune().await?;
             tracing::info!(
                 valid_token = report.valid_token,
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
+                revocation_log = report.revocation_log,
                 by = "cli",
                 "pruned expired rows"
             );
             println!(
-                "pruned {} rows (valid_token {}, invalid_token {}, user_status {})",
+                "pruned {} rows (valid_token {}, invalid_token {}, user_status {}, revocation_log {})",
                 report.total(),
                 report.valid_token,
                 report.invalid_token,
-                report.user_status
+                report.user_status,
+                report.revocation_log
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -187,13 +191,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
-    let store = app.strategy.store();
     match cmd {
         TokensCommand::List { user } => {
-            if !app.strategy.keeps_sessions() {
-                bail!("the {} strategy keeps no session list", app.strategy.kind());
-            }
-            let sessions = store.list_sessions(&user, crate::jwt::now()).await?;
+            let sessions = app.revocations.sessions(&user).await?;
             println!(
                 "{:<32}  {:<20}  {:<20}  {:<15}  USER AGENT",
                 "SESSION", "CREATED", "EXPIRES", "ADDRESS"
@@ -241,24 +241,34 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
         TokensCommand::Revoke(RevokeArgs {
             user: Some(user), ..
         }) => {
-            let sessions = app.strategy.logout_all(&user).await?;
-            tracing::info!(user = %user, ?sessions, by = "cli", "logout-all");
+            let revoked = app
+                .revocations
+                .revoke(Target::User(&user), Actor::Cli)
+                .await?;
             println!(
                 "revoked every token of {user} ({} session(s) removed)",
-                sessions.len()
+                revoked.sessions.len()
             );
             Ok(ExitCode::SUCCESS)
         }
         TokensCommand::Revoke(RevokeArgs {
             session: Some(id), ..
-        }) => match store.delete_session(&id, None).await? {
-            Some(s) => {
-                tracing::info!(user = %s.user_id, session = %s.session_id, by = "cli", "session revoked");
-                println!("revoked session {} of {}", s.session_id, s.user_id);
-                Ok(ExitCode::SUCCESS)
+        }) => {
+            let target = Target::Session {
+                id: &id,
+                owner: None,
+            };
+            match app.revocations.revoke(target, Actor::Cli).await {
+                Ok(revoked) => {
+                    for s in &revoked.sessions {
+                        println!("revoked session {} of {}", s.session_id, s.user_id);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(RevokeError::NoSuchSession) => bail!("no such session: {id}"),
+                Err(e) => Err(e.into()),
             }
-            None => bail!("no such session: {id}"),
-        },
+        }
         TokensCommand::Revoke(_) => bail!("give --user or --session"),
     }
 }

@@ -41,6 +41,21 @@ pub const DEFAULT_USER_CLAIM: &str = "sub";
 pub const DEFAULT_SQLITE_PATH: &str = "tokengate.db";
 /// Default interval of the background prune.
 pub const DEFAULT_PRUNE_INTERVAL_SECONDS: u64 = 300;
+/// `store.revocation_log_days`: how long feed rows are kept as the audit trail.
+pub const DEFAULT_REVOCATION_LOG_DAYS: u64 = 30;
+/// `cache.enabled`
+pub const DEFAULT_CACHE_ENABLED: bool = true;
+/// `cache.max_entries`
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
+/// `cache.max_staleness_ms`
+pub const DEFAULT_CACHE_MAX_STALENESS_MS: u64 = 100;
+/// `cache.feed_poll_ms`
+pub const DEFAULT_CACHE_FEED_POLL_MS: u64 = 25;
+/// The largest `cache.max_entries` accepted (about 1 KiB each, so a few GiB).
+pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+/// The largest `cache.max_staleness_ms` / `cache.feed_poll_ms` accepted: a bound of
+/// minutes would no longer be a revocation guarantee worth the name.
+pub const MAX_CACHE_MILLIS: u64 = 60_000;
 /// Default logout route.
 pub const DEFAULT_LOGOUT: &str = "/logout";
 /// Default logout-all route.
@@ -108,6 +123,28 @@ pub mod raw {
         pub routes: Routes,
         pub forward: Forward,
         pub admin: Admin,
+        pub cache: Cache,
+    }
+
+    /// `[cache]`
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Cache {
+        pub enabled: bool,
+        pub max_entries: u64,
+        pub max_staleness_ms: u64,
+        pub feed_poll_ms: u64,
+    }
+
+    impl Default for Cache {
+        fn default() -> Self {
+            Cache {
+                enabled: DEFAULT_CACHE_ENABLED,
+                max_entries: DEFAULT_CACHE_MAX_ENTRIES,
+                max_staleness_ms: DEFAULT_CACHE_MAX_STALENESS_MS,
+                feed_poll_ms: DEFAULT_CACHE_FEED_POLL_MS,
+            }
+        }
     }
 
     /// `[server]`
@@ -223,6 +260,7 @@ pub mod raw {
         pub sqlite_path: PathBuf,
         pub postgres_url: Option<String>,
         pub prune_interval_seconds: u64,
+        pub revocation_log_days: u64,
     }
 
     impl Default for Store {
@@ -233,6 +271,7 @@ pub mod raw {
                 sqlite_path: DEFAULT_SQLITE_PATH.into(),
                 postgres_url: None,
                 prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
+                revocation_log_days: DEFAULT_REVOCATION_LOG_DAYS,
             }
         }
     }
@@ -309,6 +348,21 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// `[admin]`
     pub admin: AdminConfig,
+    /// `[cache]`
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`, parsed (SPEC §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Whether verdicts are cached.
+    pub enabled: bool,
+    /// The most verdicts held.
+    pub max_entries: usize,
+    /// The longest a verdict may be acted on without the feed read up to date.
+    pub max_staleness: Duration,
+    /// How often the feed is read (the fallback poll on PostgreSQL).
+    pub feed_poll: Duration,
 }
 
 /// `[server]`, parsed.
@@ -362,6 +416,8 @@ pub struct StoreConfig {
     pub strategy: StrategyKind,
     /// Interval of the background prune.
     pub prune_interval: Duration,
+    /// How long feed rows are kept.
+    pub revocation_log_retention: Duration,
 }
 
 /// A public route pattern: an exact path, or a prefix (written with a trailing `*`).
@@ -463,6 +519,7 @@ impl Config {
         let routes = routes(&raw.routes, &capture)?;
         let forward = forward(&raw.forward)?;
         let admin = admin(&raw.admin, base)?;
+        let cache = cache(&raw.cache)?;
         Ok(Config {
             server,
             upstream,
@@ -473,6 +530,7 @@ impl Config {
             routes,
             forward,
             admin,
+            cache,
         })
     }
 
@@ -488,6 +546,7 @@ impl Config {
             "listen {} (admin {}) -> upstream {}\n\
              jwt: {} with {}\n\
              store: {}, strategy {}\n\
+             cache: {}\n\
              capture: {}\n\
              public routes: {}\n\
              identity header: {}{}\n\
@@ -499,6 +558,15 @@ impl Config {
             self.verifier.key_description(),
             store,
             self.store.strategy,
+            if self.cache.enabled {
+                format!(
+                    "on, {} entries, revocations seen within {} ms",
+                    self.cache.max_entries,
+                    self.cache.max_staleness.as_millis()
+                )
+            } else {
+                "off (the store is read on every request)".into()
+            },
             if captures.is_empty() {
                 "none".into()
             } else {
@@ -867,6 +935,59 @@ fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
         backend,
         strategy,
         prune_interval: nonzero("store.prune_interval_seconds", raw.prune_interval_seconds)?,
+        revocation_log_retention: {
+            let days = raw.revocation_log_days;
+            if !(1..=3650).contains(&days) {
+                return Err(ConfigError::new(
+                    "store.revocation_log_days",
+                    "must be between 1 and 3650",
+                ));
+            }
+            Duration::from_secs(days * 86_400)
+        },
+    })
+}
+
+/// `[cache]`: the bound must leave room for at least one poll, and every value must be
+/// one a revocation guarantee can rest on.
+fn cache(raw: &raw::Cache) -> Result<CacheConfig, ConfigError> {
+    let millis = |key: &str, value: u64| {
+        if !(1..=MAX_CACHE_MILLIS).contains(&value) {
+            return Err(ConfigError::new(
+                key,
+                format!("must be between 1 and {MAX_CACHE_MILLIS} milliseconds"),
+            ));
+        }
+        Ok(Duration::from_millis(value))
+    };
+    let max_staleness = millis("cache.max_staleness_ms", raw.max_staleness_ms)?;
+    let feed_poll = millis("cache.feed_poll_ms", raw.feed_poll_ms)?;
+    if raw.max_staleness_ms < raw.feed_poll_ms {
+        return Err(ConfigError::new(
+            "cache.max_staleness_ms",
+            format!(
+                "{} is less than cache.feed_poll_ms ({}): the cache would never be current",
+                raw.max_staleness_ms, raw.feed_poll_ms
+            ),
+        ));
+    }
+    if raw.max_entries == 0 && raw.enabled {
+        return Err(ConfigError::new(
+            "cache.max_entries",
+            "must be at least 1 when cache.enabled = true",
+        ));
+    }
+    if raw.max_entries > MAX_CACHE_ENTRIES {
+        return Err(ConfigError::new(
+            "cache.max_entries",
+            format!("must be at most {MAX_CACHE_ENTRIES}"),
+        ));
+    }
+    Ok(CacheConfig {
+        enabled: raw.enabled,
+        max_entries: usize::try_from(raw.max_entries).unwrap_or(usize::MAX),
+        max_staleness,
+        feed_poll,
     })
 }
 
@@ -1122,6 +1243,58 @@ mod tests {
         assert_eq!(c.forward.user_header.as_str(), "x-user-id");
         assert!(c.forward.pass_authorization);
         assert_eq!(c.token_sources.len(), 2);
+    }
+
+    #[test]
+    fn the_cache_takes_the_documented_defaults() {
+        let c = load(&minimal("")).unwrap();
+        let expected = CacheConfig {
+            enabled: true,
+            max_entries: 100_000,
+            max_staleness: Duration::from_millis(100),
+            feed_poll: Duration::from_millis(25),
+        };
+        assert_eq!(c.cache, expected);
+        assert_eq!(
+            c.store.revocation_log_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        let off = load(&minimal("[cache]\nenabled = false\nmax_entries = 0")).unwrap();
+        assert!(!off.cache.enabled);
+    }
+
+    #[test]
+    fn cache_values_that_break_the_bound_are_refused_by_key() {
+        for (cache, key, problem) in [
+            (
+                "max_staleness_ms = 20\nfeed_poll_ms = 25",
+                "cache.max_staleness_ms",
+                "less than cache.feed_poll_ms",
+            ),
+            ("max_entries = 0", "cache.max_entries", "at least 1"),
+            ("max_entries = 20000000", "cache.max_entries", "at most"),
+            (
+                "max_staleness_ms = 0",
+                "cache.max_staleness_ms",
+                "between 1 and",
+            ),
+            (
+                "max_staleness_ms = 600000",
+                "cache.max_staleness_ms",
+                "between 1 and",
+            ),
+            ("feed_poll_ms = 0", "cache.feed_poll_ms", "between 1 and"),
+            ("feed_pol_ms = 25", "cache.feed_pol_ms", "unknown field"),
+            ("max_entries = -1", "cache.max_entries", ""),
+        ] {
+            let e = load(&minimal(&format!("[cache]\n{cache}"))).unwrap_err();
+            assert_eq!(e.key, key, "{cache}: {e}");
+            assert!(e.problem.contains(problem), "{cache}: {e}");
+        }
+        for days in ["0", "5000"] {
+            let e = load(&minimal(&format!("[store]\nrevocation_log_days = {days}"))).unwrap_err();
+            assert_eq!(e.key, "store.revocation_log_days", "{e}");
+        }
     }
 
     #[test]

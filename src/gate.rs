@@ -25,13 +25,15 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::cache::Verdict;
 use crate::capture;
 use crate::config::CaptureRoute;
 use crate::extract::{extract, ExtractError};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::proxy::{request_id, UpstreamError, X_REQUEST_ID};
-use crate::store::{Session, StoreError};
-use crate::strategy::{DeadReason, Liveness, SessionMeta};
+use crate::revocations::RevokeError;
+use crate::store::{Actor, Session, StoreError};
+use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
 
 /// Why a request is answered by tokengate itself instead of the backend.
 #[derive(Debug, thiserror::Error)]
@@ -267,9 +269,9 @@ async fn pipeline(
         Route::Capture(route) => capture(app, peer, request, route).await,
         Route::Public => Ok(("public", forward(app, request).await?)),
         Route::Protected => {
-            let (token, _) = authenticate(app, &request).await?;
+            let verdict = authorize(app, &request).await?;
             app.headers
-                .inject_identity(request.headers_mut(), &token.user, &token.claims);
+                .inject_identity(request.headers_mut(), &verdict.identity);
             Ok(("forwarded", forward(app, request).await?))
         }
     }
@@ -369,15 +371,46 @@ async fn forward(app: &App, mut request: Request<Body>) -> Result<Response<Body>
     app.upstream.send(request).await
 }
 
-/// Step 4: the request's token, verified and live under the strategy.
+/// Step 4 for a protected route: the verdict on the request's token, from the verdict
+/// cache when it holds a current one (SPEC §9), else from the verifier and the store;
+/// a positive verdict from the store is cached for the next request.
+pub async fn authorize<B>(app: &App, request: &Request<B>) -> Result<Arc<Verdict>, Refusal> {
+    let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
+    let key = app.cache.key(raw);
+    if let Some(key) = &key {
+        if let Some(verdict) = app.cache.lookup(key, crate::jwt::now()) {
+            return Ok(verdict);
+        }
+    }
+    // Taken before the store is read: a revocation applied meanwhile voids the insert.
+    let ticket = app.cache.ticket();
+    let token = app.config.verifier.verify(raw)?;
+    let session = check_live(app, &token).await?;
+    let identity = app.headers.identity_headers(&token.user, &token.claims);
+    let verdict = Arc::new(Verdict::new(&token, session.as_ref(), identity));
+    if let Some(key) = key {
+        app.cache.insert(ticket, key, verdict.clone());
+    }
+    Ok(verdict)
+}
+
+/// Step 4 for tokengate's own routes (logout, sessions): the request's token, verified
+/// and live in the store right now; never from the cache, since these change state or
+/// show it.
 pub async fn authenticate<B>(
     app: &App,
     request: &Request<B>,
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
     let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
     let token = app.config.verifier.verify(raw)?;
-    match app.strategy.check(&token).await? {
-        Liveness::Live(session) => Ok((token, session)),
+    let session = check_live(app, &token).await?;
+    Ok((token, session))
+}
+
+/// Whether a verified token is live under the strategy, by the store.
+async fn check_live(app: &App, token: &VerifiedToken) -> Result<Option<Session>, Refusal> {
+    match app.strategy.check(token).await? {
+        Liveness::Live(session) => Ok(session),
         Liveness::Dead(reason) => {
             tracing::debug!(user = %token.user, token = %token.hash.short(), ?reason, "token not live");
             Err(Refusal::NotLive(reason))
@@ -394,22 +427,17 @@ async fn logout<B>(
     if request.method() != Method::POST {
         return Err(Refusal::MethodNotAllowed("POST"));
     }
-    let (token, session) = authenticate(app, request).await?;
-    let session_id = session
-        .as_ref()
-        .map(|s| s.session_id.as_str())
-        .unwrap_or("-");
-    if all {
-        let sessions = app.strategy.logout_all(&token.user).await?;
-        app.metrics.revocation("logout_all");
-        tracing::info!(user = %token.user, ?sessions, by = "self", "logout-all");
-        Ok(("logout_all", no_content()))
+    let (token, _) = authenticate(app, request).await?;
+    let (target, outcome) = if all {
+        (Target::User(&token.user), "logout_all")
     } else {
-        app.strategy.logout(&token).await?;
-        app.metrics.revocation("logout");
-        tracing::info!(user = %token.user, session = session_id, token = %token.hash.short(), by = "self", "logout");
-        Ok(("logout", no_content()))
-    }
+        (Target::Token(&token), "logout")
+    };
+    app.revocations
+        .revoke(target, Actor::User)
+        .await
+        .map_err(session_refusal)?;
+    Ok((outcome, no_content()))
 }
 
 /// `GET routes.sessions`: the caller's live sessions.
@@ -421,16 +449,11 @@ async fn list_sessions<B>(
         return Err(Refusal::MethodNotAllowed("GET"));
     }
     let (token, current) = authenticate(app, request).await?;
-    if !app.strategy.keeps_sessions() {
-        return Err(Refusal::NotFound(
-            "sessions are not kept under this revocation strategy",
-        ));
-    }
     let sessions = app
-        .strategy
-        .store()
-        .list_sessions(&token.user, crate::jwt::now())
-        .await?;
+        .revocations
+        .sessions(&token.user)
+        .await
+        .map_err(session_refusal)?;
     let current = current.map(|s| s.session_id);
     let list: Vec<serde_json::Value> = sessions
         .iter()
@@ -461,24 +484,26 @@ async fn revoke_session<B>(
         return Err(Refusal::MethodNotAllowed("DELETE"));
     }
     let (token, _) = authenticate(app, request).await?;
-    if !app.strategy.keeps_sessions() {
-        return Err(Refusal::NotFound(
-            "sessions are not kept under this revocation strategy",
-        ));
-    }
     // Another user's session and a missing one are the same 404: ids are not probeable.
-    match app
-        .strategy
-        .store()
-        .delete_session(id, Some(&token.user))
-        .await?
-    {
-        Some(session) => {
-            app.metrics.revocation("session");
-            tracing::info!(user = %token.user, session = %session.session_id, by = "self", "session revoked");
-            Ok(("session_revoked", no_content()))
+    let target = Target::Session {
+        id,
+        owner: Some(&token.user),
+    };
+    app.revocations
+        .revoke(target, Actor::User)
+        .await
+        .map_err(session_refusal)?;
+    Ok(("session_revoked", no_content()))
+}
+
+/// A refused revocation or session list as a refusal.
+fn session_refusal(e: RevokeError) -> Refusal {
+    match e {
+        RevokeError::NoSessions(_) => {
+            Refusal::NotFound("sessions are not kept under this revocation strategy")
         }
-        None => Err(Refusal::NotFound("no such session")),
+        RevokeError::NoSuchSession => Refusal::NotFound("no such session"),
+        RevokeError::Store(e) => Refusal::StoreUnavailable(e),
     }
 }
 

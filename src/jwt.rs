@@ -123,6 +123,8 @@ pub struct VerifiedToken {
     pub issued_at: Option<i64>,
     /// `exp`.
     pub expires_at: i64,
+    /// `nbf`, if the token has one (re-checked on every verdict-cache hit).
+    pub not_before: Option<i64>,
     /// Every claim, for `forward.claim_headers`.
     pub claims: Map<String, Value>,
 }
@@ -365,7 +367,12 @@ impl Verifier {
         &self.keys.description
     }
 
-    /// Verifies a compact JWS at the current time.
+    /// The clock skew allowed for `exp`, `nbf`, `iat`, in seconds.
+    pub fn leeway(&self) -> i64 {
+        i64::try_from(self.settings.leeway).unwrap_or(i64::MAX)
+    }
+
+    /// Verifies a compact JWS as of now.
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         self.verify_at(token, now())
     }
@@ -406,10 +413,9 @@ impl Verifier {
         if expires_at + leeway < now {
             return Err(VerifyError::Expired);
         }
-        if let Some(nbf) = numeric_date(claims.get("nbf"))? {
-            if nbf > now + leeway {
-                return Err(VerifyError::NotYetValid);
-            }
+        let not_before = numeric_date(claims.get("nbf"))?;
+        if not_before.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(VerifyError::NotYetValid);
         }
         let issued_at = numeric_date(claims.get("iat"))?;
         if issued_at.is_some_and(|iat| iat > now + leeway) {
@@ -448,9 +454,18 @@ impl Verifier {
             user,
             issued_at,
             expires_at,
+            not_before,
             claims,
         })
     }
+}
+
+/// The current time in unix milliseconds (the revocation feed's clock).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The current time in unix seconds.

@@ -17,8 +17,12 @@
 //! - [`jwt`]: keys and verification → a [`jwt::VerifiedToken`].
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
+//! - [`revocations`]: the one door for revoking, listing sessions and pruning: the
+//!   feed row, the cache, the metric and the audit line in one place.
+//! - [`cache`]: the verdict cache and its staleness clock (SPEC §9).
+//! - [`feed`]: the revocation feed reader that keeps the cache exact.
 //! - [`store`]: the [`store::TokenStore`] trait; SQLite (one pod) and PostgreSQL
-//!   (shared by replicas) implementations.
+//!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
 //! - [`proxy`]: the upstream client and header hygiene.
@@ -34,15 +38,18 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod extract;
+pub mod feed;
 pub mod gate;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;
+pub mod revocations;
 pub mod server;
 pub mod store;
 pub mod strategy;

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
 
 /// Every metric tokengate exports.
 pub struct Metrics {
@@ -21,9 +22,17 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     latency: Histogram,
     upstream_errors: Family<Labels, Counter>,
-    revocations: Family<Labels, Counter>,
+    revocations: Family<Labels2, Counter>,
     captures: Family<Labels, Counter>,
     live_sessions: Gauge,
+    /// Verdict-cache hits (SPEC §9); the cache counts into it.
+    pub cache_hits: Counter,
+    /// Verdict-cache misses, a bypass while the feed is not current included.
+    pub cache_misses: Counter,
+    cache_entries: Gauge,
+    revocation_lag: Histogram,
+    feed_errors: Counter,
+    feed_stale: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,8 +65,12 @@ impl Metrics {
             "Failures talking to the backend, by kind",
             upstream_errors.clone(),
         );
-        let revocations = Family::<Labels, Counter>::default();
-        registry.register("revocations", "Revocations, by kind", revocations.clone());
+        let revocations = Family::<Labels2, Counter>::default();
+        registry.register(
+            "revocations",
+            "Revocations made by this process, by kind and actor",
+            revocations.clone(),
+        );
         let captures = Family::<Labels, Counter>::default();
         registry.register(
             "captures",
@@ -70,8 +83,52 @@ impl Metrics {
             "Unexpired allowlist rows (sessions), read from the store at each scrape",
             live_sessions.clone(),
         );
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Protected requests answered from the verdict cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "cache_misses",
+            "Protected requests that went to the verifier and the store",
+            cache_misses.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Verdicts held in the cache",
+            cache_entries.clone(),
+        );
+        let revocation_lag = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ]);
+        registry.register(
+            "revocation_lag_seconds",
+            "From a feed row's commit to its application by this process",
+            revocation_lag.clone(),
+        );
+        let feed_errors = Counter::default();
+        registry.register(
+            "feed_errors",
+            "Failed reads of the revocation feed, lost listeners, unreadable rows",
+            feed_errors.clone(),
+        );
+        let feed_stale = Gauge::default();
+        registry.register(
+            "feed_stale",
+            "1 while the feed is not current and cached verdicts are bypassed",
+            feed_stale.clone(),
+        );
         Metrics {
             registry,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            revocation_lag,
+            feed_errors,
+            feed_stale,
             requests,
             latency,
             upstream_errors,
@@ -92,9 +149,33 @@ impl Metrics {
         self.upstream_errors.get_or_create(&[("kind", kind)]).inc();
     }
 
-    /// Counts a revocation (`logout`, `logout_all`, ...).
-    pub fn revocation(&self, kind: &'static str) {
-        self.revocations.get_or_create(&[("kind", kind)]).inc();
+    /// Counts a revocation (`logout`, `logout_all`, `session`, `cutoff`) by its actor.
+    pub fn revocation(&self, kind: &'static str, by: &'static str) {
+        self.revocations
+            .get_or_create(&[("kind", kind), ("by", by)])
+            .inc();
+    }
+
+    /// Observes the time from a feed row's commit to its application here.
+    pub fn revocation_lag(&self, lag: Duration) {
+        self.revocation_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Counts a feed failure.
+    pub fn feed_error(&self) {
+        self.feed_errors.inc();
+    }
+
+    /// The feed failures counted so far (for tests and the demo).
+    pub fn feed_errors_count(&self) -> u64 {
+        self.feed_errors.get()
+    }
+
+    /// Records the cache's state at scrape time.
+    pub fn set_cache_state(&self, entries: usize, stale: bool) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.feed_stale.set(i64::from(stale));
     }
 
     /// Counts a capture attempt (`stored`, or why not).

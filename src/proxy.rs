@@ -181,16 +181,17 @@ impl HeaderPolicy {
         }
     }
 
-    /// Sets the identity headers from a verified token's claims.
-    pub fn inject_identity(
+    /// The identity headers of a verified token (the user header and the configured
+    /// claim headers), computed once per verdict and set on every request it admits.
+    pub fn identity_headers(
         &self,
-        headers: &mut HeaderMap,
         user: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
-    ) {
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::with_capacity(1 + self.forward.claim_headers.len());
         // The user claim was checked to be a valid header value by the verifier.
         if let Ok(v) = HeaderValue::from_str(user) {
-            headers.insert(self.forward.user_header.clone(), v);
+            out.push((self.forward.user_header.clone(), v));
         }
         for (claim, header) in &self.forward.claim_headers {
             let text = match claims.get(claim) {
@@ -205,13 +206,22 @@ impl HeaderPolicy {
             };
             match HeaderValue::from_str(&text) {
                 Ok(v) if !text.chars().any(char::is_control) => {
-                    headers.insert(header.clone(), v);
+                    out.push((header.clone(), v));
                 }
                 _ => tracing::debug!(
                     claim = claim.as_str(),
                     "claim is not a valid header value; not forwarded"
                 ),
             }
+        }
+        out
+    }
+
+    /// Sets identity headers computed by [`HeaderPolicy::identity_headers`]. The client's
+    /// copies were removed in step 2, so each is the only one of its name.
+    pub fn inject_identity(&self, headers: &mut HeaderMap, identity: &[(HeaderName, HeaderValue)]) {
+        for (name, value) in identity {
+            headers.insert(name.clone(), value.clone());
         }
     }
 }
@@ -442,12 +452,18 @@ mod tests {
         let p = policy(&[]);
         let mut h = HeaderMap::new();
         let claims = serde_json::json!({"email": "a@example.com"});
-        p.inject_identity(&mut h, "alice", claims.as_object().unwrap());
+        p.inject_identity(
+            &mut h,
+            &p.identity_headers("alice", claims.as_object().unwrap()),
+        );
         assert_eq!(h["x-user-id"], "alice");
         assert_eq!(h["x-user-email"], "a@example.com");
         let mut h = HeaderMap::new();
         let claims = serde_json::json!({"email": "a\r\nb"});
-        p.inject_identity(&mut h, "alice", claims.as_object().unwrap());
+        p.inject_identity(
+            &mut h,
+            &p.identity_headers("alice", claims.as_object().unwrap()),
+        );
         assert!(!h.contains_key("x-user-email"));
     }
 }

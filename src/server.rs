@@ -3,7 +3,8 @@
 //! [`run`] serves the public and admin listeners until its `shutdown` future resolves,
 //! then stops accepting and gives in-flight requests `server.shutdown_grace_seconds` to
 //! finish (the shape of hyper-util's `graceful.rs`). Both listeners are passed in, bound,
-//! so tests run on port 0. The background prune also lives here.
+//! so tests run on port 0. The background prune and the revocation feed reader run
+//! beside them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +24,6 @@ use crate::app::App;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// More request headers than this get 431.
 pub const MAX_HEADERS: usize = 100;
-/// Rows deleted per prune transaction, so that the request path never waits long.
-pub const PRUNE_BATCH: u32 = 500;
 
 /// Binds a listener, naming the address in the error (e.g. a port already in use).
 pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -44,6 +43,9 @@ pub async fn run(
     let grace = app.config.server.shutdown_grace;
 
     let pruner = tokio::spawn(prune_loop(app.clone(), stop_rx.clone()));
+    let feed = app
+        .feed_reader()
+        .map(|reader| tokio::spawn(reader.run(stop_rx.clone())));
     let public_task = {
         let app = app.clone();
         tokio::spawn(serve(
@@ -74,6 +76,9 @@ pub async fn run(
     let _ = public_task.await;
     let _ = admin_task.await;
     pruner.abort();
+    if let Some(feed) = feed {
+        feed.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -150,25 +155,18 @@ async fn prune_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        match prune_once(&app).await {
+        match app.revocations.prune().await {
             Ok(report) if report.total() > 0 => tracing::info!(
                 valid_token = report.valid_token,
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
+                revocation_log = report.revocation_log,
                 "pruned expired rows"
             ),
             Ok(_) => tracing::debug!("prune: nothing expired"),
             Err(e) => tracing::warn!(error = %e, "prune failed; will retry"),
         }
     }
-}
-
-/// One prune pass over every table.
-pub async fn prune_once(app: &App) -> Result<crate::store::PruneReport, crate::store::StoreError> {
-    let now = crate::jwt::now();
-    // Cut-offs are kept: without a bound on token lifetimes, an old cut-off may still
-    // be what refuses a long-lived token.
-    app.strategy.store().prune(now, i64::MIN, PRUNE_BATCH).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

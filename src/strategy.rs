@@ -1,8 +1,9 @@
 //! Revocation strategies: what "live" means (SPEC §1).
 //!
 //! The strategy is chosen once at start ([`StrategyKind`]) and held as a value; handlers
-//! call [`Strategy::check`], [`Strategy::admit`], [`Strategy::logout`] and
-//! [`Strategy::logout_all`] and never ask which strategy is running. Rows live in the
+//! call [`Strategy::check`] and [`Strategy::admit`] and never ask which strategy is
+//! running. Revocations go through [`crate::revocations`], which asks
+//! [`Strategy::plan`] which rows a revocation changes. Rows live in the
 //! [`crate::store`]; this module only decides which rows to read and write.
 //!
 //! # The cut-off and the second
@@ -18,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::jwt::{now, VerifiedToken};
-use crate::store::{Session, SharedStore, StoreError};
+use crate::store::{Change, RevocationKind, Session, SharedStore, StoreError};
 
 /// The three strategies of SPEC §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +116,25 @@ impl Strategy {
         self.kind
     }
 
-    /// The store behind it.
-    pub fn store(&self) -> &SharedStore {
-        &self.store
-    }
-
     /// Whether this strategy keeps a list of sessions (only the allowlist does).
     pub fn keeps_sessions(&self) -> bool {
         self.kind == StrategyKind::Allowlist
+    }
+
+    /// Answers when the store is reachable (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// How many allowlist rows are live now (the live-sessions gauge).
+    pub async fn live_sessions(&self) -> Result<u64, StoreError> {
+        self.store.count_sessions(now()).await
+    }
+
+    /// The store behind it, for the revocation door and the feed reader only: handlers
+    /// go through [`crate::revocations::Revocations`].
+    pub(crate) fn store(&self) -> &SharedStore {
+        &self.store
     }
 
     /// Whether a verified token is live. A store error is returned, never guessed.
@@ -195,40 +207,88 @@ impl Strategy {
         }
     }
 
-    /// Revokes the token used (`/logout`). Durable when it returns.
-    pub async fn logout(&self, token: &VerifiedToken) -> Result<(), StoreError> {
-        match self.kind {
-            StrategyKind::Allowlist => {
-                self.store.delete_session_by_hash(token.hash).await?;
+    /// The rows a revocation changes under this strategy, and what the feed calls it;
+    /// `None` when the strategy keeps no sessions to revoke by id.
+    pub fn plan(&self, target: &Target<'_>) -> Option<(Change, RevocationKind)> {
+        Some(match (self.kind, target) {
+            // `/logout`
+            (StrategyKind::Allowlist, Target::Token(token)) => (
+                Change::DeleteToken {
+                    hash: token.hash,
+                    user: token.user.clone(),
+                },
+                RevocationKind::Logout,
+            ),
+            (StrategyKind::Denylist, Target::Token(token)) => (
+                Change::DenyToken {
+                    hash: token.hash,
+                    user: token.user.clone(),
+                    expires_at: token.expires_at,
+                },
+                RevocationKind::Logout,
+            ),
+            // One row per user: this strategy cannot tell one token from all of them.
+            (StrategyKind::UserStatus, Target::Token(token)) => cut_off(&token.user),
+            // `/logout-all`, `tokens revoke --user`, `DELETE /admin/users/{id}/sessions`
+            (StrategyKind::Allowlist, Target::User(user)) => (
+                Change::DeleteUserSessions {
+                    user: (*user).to_owned(),
+                },
+                RevocationKind::LogoutAll,
+            ),
+            (StrategyKind::Denylist | StrategyKind::UserStatus, Target::User(user)) => {
+                cut_off(user)
             }
-            StrategyKind::Denylist => {
-                self.store
-                    .deny(token.hash, &token.user, token.expires_at)
-                    .await?;
-            }
-            // This strategy keeps one row per user: it cannot tell one token from all.
-            StrategyKind::UserStatus => {
-                self.cut_off(&token.user).await?;
-            }
-        }
-        Ok(())
+            // `DELETE /sessions/{id}`, `tokens revoke --session`, the admin API
+            (StrategyKind::Allowlist, Target::Session { id, owner }) => (
+                Change::DeleteSession {
+                    id: (*id).to_owned(),
+                    owner: owner.map(str::to_owned),
+                },
+                RevocationKind::Session,
+            ),
+            (_, Target::Session { .. }) => return None,
+        })
     }
+}
 
-    /// Revokes every token of a user (`/logout-all`, `tokens revoke --user`). Durable
-    /// when it returns; returns the ids of the session rows deleted.
-    pub async fn logout_all(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        match self.kind {
-            StrategyKind::Allowlist => self.store.delete_user_sessions(user).await,
-            StrategyKind::Denylist | StrategyKind::UserStatus => self.cut_off(user).await,
+/// What a revocation ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The token used (`/logout`).
+    Token(&'a VerifiedToken),
+    /// Every token of a user (logout-all).
+    User(&'a str),
+    /// One session, by id; only if it is `owner`'s when given.
+    Session {
+        /// The public session id.
+        id: &'a str,
+        /// The user it must belong to (`None`: the admin API and the CLI may end any).
+        owner: Option<&'a str>,
+    },
+}
+
+impl Target<'_> {
+    /// How the audit line names the request.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Target::Token(_) => "logout",
+            Target::User(_) => "logout-all",
+            Target::Session { .. } => "session",
         }
     }
+}
 
-    async fn cut_off(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        // Cut-off first: from here on every older token is dead; then the exceptions
-        // captured before this moment go too.
-        self.store.set_cutoff(user, now()).await?;
-        self.store.delete_user_sessions(user).await
-    }
+/// A cut-off now: from here on every older token is dead, and the exceptions captured
+/// before this moment go with it (in the same transaction).
+fn cut_off(user: &str) -> (Change, RevocationKind) {
+    (
+        Change::CutOff {
+            user: user.to_owned(),
+            at: now(),
+        },
+        RevocationKind::Cutoff,
+    )
 }
 
 /// A new random session id: 128 bits, hex.

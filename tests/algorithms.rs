@@ -100,6 +100,7 @@ async fn plant(gate: &Gate, token: &str) {
         user: claims["sub"].as_str().unwrap().to_string(),
         issued_at: claims.get("iat").and_then(Value::as_i64),
         expires_at: claims["exp"].as_i64().unwrap(),
+        not_before: None,
         claims,
     };
     gate.app

@@ -249,6 +249,7 @@ async fn plant_input(gate: &Gate, signing_input: &str) {
         user: "alice".into(),
         issued_at: Some(n),
         expires_at: n + 600,
+        not_before: None,
         claims: Default::default(),
     };
     gate.app

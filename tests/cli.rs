@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+/// The default `cache.max_staleness_ms`: how long a running proxy may take to honour a
+/// revocation made by the CLI.
+const CACHE_BOUND: Duration = Duration::from_millis(100);
 
 /// Writes a config for `backend` into `dir` and returns its path.
 fn write_config(dir: &std::path::Path, backend: SocketAddr, extra_jwt: &str) -> std::path::PathBuf {
@@ -298,6 +301,8 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
             && audit.contains("\"user\":\"alice\""),
         "{audit}"
     );
+    // A running proxy honours it within `cache.max_staleness_ms` (SPEC §9).
+    tokio::time::sleep(CACHE_BOUND).await;
     let alive: Vec<u16> = [
         get_with(&served.url("/api"), &alice1).await,
         get_with(&served.url("/api"), &alice2).await,
@@ -316,6 +321,7 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
         audit.contains("logout-all") && audit.contains("\"by\":\"cli\""),
         "{audit}"
     );
+    tokio::time::sleep(CACHE_BOUND).await;
     let before = backend.count();
     assert_eq!(get_with(&served.url("/api"), &alice1).await.status, 401);
     assert_eq!(get_with(&served.url("/api"), &alice2).await.status, 401);

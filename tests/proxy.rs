@@ -453,10 +453,14 @@ async fn a_store_that_cannot_answer_gets_503_with_retry_after_and_never_forwards
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
+    // Never asked for before the breakage, so not in the verdict cache: the store must
+    // answer for it. (A cached verdict may serve on while the feed is current: no
+    // revocation can be acknowledged by a store that cannot write.)
+    let cold = login(&gate, "alice").await;
     assert_eq!(get_with(&gate.url("/api/x"), &token).await.status, 200);
     drop_valid_token_table(&gate);
     let before = backend.count();
-    let r = get_with(&gate.url("/api/x"), &token).await;
+    let r = get_with(&gate.url("/api/x"), &cold).await;
     assert_refusal(&r, 503);
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
     assert!(r.headers.contains_key(RETRY_AFTER));
@@ -531,6 +535,8 @@ async fn every_strategy_fails_closed_when_its_table_is_gone() {
         let backend = Backend::start().await;
         let gate = Gate::start_strategy(&backend, strategy).await;
         let token = login(&gate, "alice").await;
+        // Not in the verdict cache: the store must answer for it.
+        let cold = login(&gate, "alice").await;
         assert_eq!(
             get_with(&gate.url("/api/x"), &token).await.status,
             200,
@@ -539,7 +545,7 @@ async fn every_strategy_fails_closed_when_its_table_is_gone() {
         let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
         conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
         let before = backend.count();
-        let r = get_with(&gate.url("/api/x"), &token).await;
+        let r = get_with(&gate.url("/api/x"), &cold).await;
         assert_eq!(r.status, 503, "{strategy} without {table}: {:?}", r.body);
         assert_refusal(&r, 503);
         assert!(r.header("retry-after").is_some(), "{strategy}");

@@ -12,7 +12,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use tokengate::config::StoreBackend;
-use tokengate::store::{self, PruneReport, Session, SharedStore, StoreError, TokenHash};
+use tokengate::store::{
+    self, Actor, Change, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session,
+    SharedStore, StoreError, TokenHash,
+};
 
 use common::{pg_admin, PgSchema};
 
@@ -84,7 +87,94 @@ contract!(
     a_second_handle_sees_writes_at_once,
     reopening_keeps_the_rows,
     concurrent_writes_and_reads,
+    every_revocation_appends_its_feed_row,
+    the_feed_is_read_in_order_from_a_position,
+    a_session_id_that_matches_nothing_leaves_no_feed_row,
+    feed_rows_are_pruned_after_their_horizon,
+    a_second_handle_reads_the_first_ones_feed,
 );
+
+/// The row changes a strategy asks for, each made through [`store::TokenStore::revoke`]
+/// as the revocation door makes them (every one also appends a feed row).
+trait Changes {
+    async fn change(&self, change: Change, kind: RevocationKind) -> Result<Revoked, StoreError>;
+
+    async fn delete_session_by_hash(&self, hash: TokenHash) -> Result<bool, StoreError> {
+        let user = "alice".to_owned();
+        let done = self
+            .change(Change::DeleteToken { hash, user }, RevocationKind::Logout)
+            .await?;
+        Ok(!done.sessions.is_empty())
+    }
+
+    async fn delete_session(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<Session>, StoreError> {
+        let change = Change::DeleteSession {
+            id: id.to_owned(),
+            owner: owner.map(str::to_owned),
+        };
+        let done = self.change(change, RevocationKind::Session).await?;
+        Ok(done.sessions.into_iter().next())
+    }
+
+    async fn delete_user_sessions(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let change = Change::DeleteUserSessions {
+            user: user.to_owned(),
+        };
+        let done = self.change(change, RevocationKind::LogoutAll).await?;
+        Ok(done.sessions.into_iter().map(|s| s.session_id).collect())
+    }
+
+    async fn deny(&self, hash: TokenHash, user: &str, expires_at: i64) -> Result<(), StoreError> {
+        let change = Change::DenyToken {
+            hash,
+            user: user.to_owned(),
+            expires_at,
+        };
+        self.change(change, RevocationKind::Logout).await.map(drop)
+    }
+
+    async fn set_cutoff(&self, user: &str, at: i64) -> Result<(), StoreError> {
+        let change = Change::CutOff {
+            user: user.to_owned(),
+            at,
+        };
+        self.change(change, RevocationKind::Cutoff).await.map(drop)
+    }
+
+    async fn prune_at(
+        &self,
+        now: i64,
+        cutoff_horizon: i64,
+        batch: u32,
+    ) -> Result<PruneReport, StoreError>;
+}
+
+impl Changes for SharedStore {
+    async fn change(&self, change: Change, kind: RevocationKind) -> Result<Revoked, StoreError> {
+        let by = Actor::Cli;
+        self.revoke(Revocation { change, kind, by }).await
+    }
+
+    /// A prune that keeps the feed (its own sweep is tested with the feed).
+    async fn prune_at(
+        &self,
+        now: i64,
+        cutoff_horizon: i64,
+        batch: u32,
+    ) -> Result<PruneReport, StoreError> {
+        let bounds = PruneBounds {
+            now,
+            cutoff_horizon,
+            log_horizon_ms: i64::MIN,
+            batch,
+        };
+        self.prune(bounds).await
+    }
+}
 
 fn hash(n: u8) -> TokenHash {
     TokenHash::of_signing_input(&[n])
@@ -124,7 +214,11 @@ async fn a_fresh_store_is_empty_and_ready(db: &Db) {
     assert_eq!(store.cutoff("alice").await.unwrap(), None);
     assert!(store.list_sessions("alice", 0).await.unwrap().is_empty());
     assert_eq!(
-        store.prune(i64::MAX, i64::MAX, 10).await.unwrap().total(),
+        store
+            .prune_at(i64::MAX, i64::MAX, 10)
+            .await
+            .unwrap()
+            .total(),
         0
     );
 }
@@ -251,7 +345,7 @@ async fn deny_and_is_denied(db: &Db) {
     store.deny(hash(1), "alice", 100).await.unwrap(); // twice is once
     assert!(store.is_denied(hash(1)).await.unwrap());
     assert!(!store.is_denied(hash(2)).await.unwrap());
-    let report = store.prune(100, i64::MIN, 10).await.unwrap();
+    let report = store.prune_at(100, i64::MIN, 10).await.unwrap();
     assert_eq!(report.invalid_token, 1, "denied once, so one row");
 }
 
@@ -284,11 +378,12 @@ async fn prune_removes_exactly_the_dead_rows_in_small_batches(db: &Db) {
     store.set_cutoff("recent", 20).await.unwrap();
 
     // Expired at `now` counts as dead; a cut-off at the horizon stays.
-    let report = store.prune(100, 20, 2).await.unwrap();
+    let report = store.prune_at(100, 20, 2).await.unwrap();
     let expected = PruneReport {
         valid_token: 5,
         invalid_token: 5,
         user_status: 5,
+        revocation_log: 0,
     };
     assert_eq!(report, expected);
     assert_eq!(ids(&store, "alice").await, ["s9"]);
@@ -299,7 +394,7 @@ async fn prune_removes_exactly_the_dead_rows_in_small_batches(db: &Db) {
     assert!(store.is_denied(hash(9)).await.unwrap());
     assert_eq!(store.cutoff("recent").await.unwrap(), Some(20));
     // Nothing left to do, and a zero batch still terminates.
-    assert_eq!(store.prune(100, 20, 0).await.unwrap().total(), 0);
+    assert_eq!(store.prune_at(100, 20, 0).await.unwrap().total(), 0);
 }
 
 async fn a_second_handle_sees_writes_at_once(db: &Db) {
@@ -353,8 +448,29 @@ async fn concurrent_writes_and_reads(db: &Db) {
                 // Half of them capture the same token: one row, one answer.
                 let n = if n % 2 == 0 { n } else { 1 };
                 let stored = store.insert_session(session(n, "alice", 1, 100)).await?;
-                store.deny(hash(n), "alice", 100).await?;
-                store.set_cutoff("alice", i64::from(n)).await?;
+                // (`revoke` directly: spawned futures must be Send.)
+                let deny = Change::DenyToken {
+                    hash: hash(n),
+                    user: "alice".into(),
+                    expires_at: 100,
+                };
+                // Another user's cut-off: alice's rows stay.
+                let cut_off = Change::CutOff {
+                    user: "carol".into(),
+                    at: i64::from(n),
+                };
+                for (change, kind) in [
+                    (deny, RevocationKind::Logout),
+                    (cut_off, RevocationKind::Cutoff),
+                ] {
+                    store
+                        .revoke(Revocation {
+                            change,
+                            kind,
+                            by: Actor::Cli,
+                        })
+                        .await?;
+                }
                 let found = store.find_session(hash(n)).await?;
                 Ok::<_, StoreError>((stored, found))
             })
@@ -365,10 +481,197 @@ async fn concurrent_writes_and_reads(db: &Db) {
         assert_eq!(Some(stored), found);
     }
     assert_eq!(store.list_sessions("alice", 0).await.unwrap().len(), 17);
-    assert_eq!(store.cutoff("alice").await.unwrap(), Some(30));
+    assert_eq!(store.cutoff("carol").await.unwrap(), Some(30));
+    // Every revocation left one feed row, numbered without a hole, in commit order.
+    let rows = store.read_feed(0, 1000).await.unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=64).collect::<Vec<i64>>());
+}
+
+async fn every_revocation_appends_its_feed_row(db: &Db) {
+    let store = db.open().await;
+    assert_eq!(store.feed_head().await.unwrap(), 0);
+    store
+        .insert_session(session(1, "alice", 1, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session(session(2, "alice", 1, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session(session(3, "bob", 1, 100))
+        .await
+        .unwrap();
+    let started = tokengate::jwt::now_ms();
+    assert!(store.delete_session_by_hash(hash(1)).await.unwrap());
+    store.deny(hash(4), "carol", 100).await.unwrap();
+    assert!(store
+        .delete_session("s2", Some("alice"))
+        .await
+        .unwrap()
+        .is_some());
+    store.delete_user_sessions("bob").await.unwrap();
+    store.set_cutoff("dave", 50).await.unwrap();
+    let rows = store.read_feed(0, 100).await.unwrap();
+    type Summary<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        Option<Vec<u8>>,
+        Option<&'a str>,
+        &'a str,
+    );
+    let summary: Vec<Summary> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.seq,
+                r.kind.as_str(),
+                r.user_id.as_str(),
+                r.token_hash.clone(),
+                r.session_id.as_deref(),
+                r.by.as_str(),
+            )
+        })
+        .collect();
+    let h = |n: u8| Some(hash(n).0.to_vec());
+    assert_eq!(
+        summary,
+        [
+            (1, "logout", "alice", h(1), Some("s1"), "cli"),
+            (2, "logout", "carol", h(4), None, "cli"),
+            (3, "session", "alice", h(2), Some("s2"), "cli"),
+            (4, "logout_all", "bob", None, None, "cli"),
+            (5, "cutoff", "dave", None, None, "cli"),
+        ]
+    );
+    // Commit times, in milliseconds, from a clock close to ours.
+    for row in &rows {
+        assert!((row.at_ms - started).abs() < 60_000, "{row:?}");
+    }
+    assert_eq!(store.feed_head().await.unwrap(), 5);
+}
+
+async fn the_feed_is_read_in_order_from_a_position(db: &Db) {
+    let store = db.open().await;
+    for n in 0..7 {
+        store.deny(hash(n), "alice", 100).await.unwrap();
+    }
+    let seqs =
+        |rows: Vec<tokengate::store::FeedRow>| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.read_feed(0, 3).await.unwrap()), [1, 2, 3]);
+    assert_eq!(seqs(store.read_feed(3, 3).await.unwrap()), [4, 5, 6]);
+    assert_eq!(seqs(store.read_feed(6, 3).await.unwrap()), [7]);
+    assert!(store.read_feed(7, 3).await.unwrap().is_empty());
+}
+
+async fn a_session_id_that_matches_nothing_leaves_no_feed_row(db: &Db) {
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 1, 100))
+        .await
+        .unwrap();
+    let missed = store
+        .change(
+            Change::DeleteSession {
+                id: "s1".into(),
+                owner: Some("bob".into()),
+            },
+            RevocationKind::Session,
+        )
+        .await
+        .unwrap();
+    assert_eq!(missed.seq, None);
+    assert!(missed.sessions.is_empty());
+    assert_eq!(store.feed_head().await.unwrap(), 0);
+}
+
+async fn feed_rows_are_pruned_after_their_horizon(db: &Db) {
+    let store = db.open().await;
+    for n in 0..5 {
+        store.deny(hash(n), "alice", i64::MAX).await.unwrap();
+    }
+    let keep_all = PruneBounds {
+        now: 0,
+        cutoff_horizon: i64::MIN,
+        log_horizon_ms: 0,
+        batch: 2,
+    };
+    assert_eq!(store.prune(keep_all).await.unwrap().revocation_log, 0);
+    let drop_all = PruneBounds {
+        log_horizon_ms: i64::MAX,
+        ..keep_all
+    };
+    assert_eq!(store.prune(drop_all).await.unwrap().revocation_log, 5);
+    assert!(store.read_feed(0, 10).await.unwrap().is_empty());
+    // Numbers are never handed out twice, even once the table is empty.
+    store.deny(hash(9), "alice", i64::MAX).await.unwrap();
+    assert_eq!(store.feed_head().await.unwrap(), 6);
+}
+
+async fn a_second_handle_reads_the_first_ones_feed(db: &Db) {
+    let reader = db.open().await;
+    assert!(reader.read_feed(0, 10).await.unwrap().is_empty());
+    let writer = db.open().await;
+    writer.delete_user_sessions("alice").await.unwrap();
+    let rows = reader.read_feed(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].kind, "logout_all");
 }
 
 // ---- PostgreSQL only ----
+
+async fn next_signal(
+    signals: &mut tokio::sync::mpsc::Receiver<store::FeedSignal>,
+) -> store::FeedSignal {
+    tokio::time::timeout(Duration::from_secs(10), signals.recv())
+        .await
+        .expect("a signal")
+        .expect("the listener runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_notifies_every_listener_after_its_commit() {
+    let db = Db::postgres().await;
+    let listener = db.open().await;
+    let mut signals = listener.listen().expect("PostgreSQL pushes revocations");
+    assert_eq!(
+        next_signal(&mut signals).await,
+        store::FeedSignal::Connected
+    );
+    let writer = db.open().await;
+    writer.deny(hash(1), "alice", 100).await.unwrap();
+    assert_eq!(next_signal(&mut signals).await, store::FeedSignal::Notified);
+    // SQLite has nothing to push: its feed is polled.
+    let sqlite = Db::sqlite();
+    assert!(sqlite.open().await.listen().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 1, 100))
+        .await
+        .unwrap();
+    drop(store);
+    // Back to the schema of version 1, as an older tokengate left it.
+    let sql = format!(
+        "DROP TABLE {0}.revocation_log; UPDATE {0}.tokengate_schema_version SET version = 1",
+        schema.name
+    );
+    pg_admin().await.batch_execute(&sql).await.unwrap();
+    let store = db.open().await;
+    assert!(store.find_session(hash(1)).await.unwrap().is_some());
+    store.deny(hash(2), "alice", 100).await.unwrap();
+    assert_eq!(store.feed_head().await.unwrap(), 1);
+    assert_eq!(schema.rows("revocation_log").await, 1);
+}
 
 /// A closed port on loopback: bound, then released.
 async fn closed_port() -> u16 {
@@ -452,7 +755,7 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         .query(
             "SELECT table_name::text, column_name::text, data_type::text
              FROM information_schema.columns WHERE table_schema = $1
-             AND table_name IN ('valid_token', 'invalid_token', 'user_status')
+             AND table_name IN ('valid_token', 'invalid_token', 'user_status', 'revocation_log')
              ORDER BY 1, ordinal_position",
             &[&schema.name],
         )
@@ -465,6 +768,13 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         ("invalid_token", "token_hash", "bytea"),
         ("invalid_token", "user_id", "text"),
         ("invalid_token", "expires_at", "bigint"),
+        ("revocation_log", "seq", "bigint"),
+        ("revocation_log", "at_ms", "bigint"),
+        ("revocation_log", "kind", "text"),
+        ("revocation_log", "user_id", "text"),
+        ("revocation_log", "token_hash", "bytea"),
+        ("revocation_log", "session_id", "text"),
+        ("revocation_log", "by", "text"),
         ("user_status", "user_id", "text"),
         ("user_status", "logged_out_at", "bigint"),
         ("valid_token", "token_hash", "bytea"),
@@ -497,6 +807,7 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         [
             "invalid_token_expires_at",
             "invalid_token_user_id",
+            "revocation_log_at_ms",
             "user_status_logged_out_at",
             "valid_token_expires_at",
             "valid_token_user_id",

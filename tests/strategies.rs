@@ -126,7 +126,14 @@ for_each_strategy!(
         let _ = &backend;
         let token = login(&gate, "alice").await;
         // What `tokens revoke --user` and `DELETE /admin/users/{id}/sessions` call.
-        gate.app.strategy.logout_all("alice").await.unwrap();
+        gate.app
+            .revocations
+            .revoke(
+                tokengate::strategy::Target::User("alice"),
+                tokengate::store::Actor::Admin,
+            )
+            .await
+            .unwrap();
         assert_eq!(call(&gate, &token).await, 401, "{strategy}");
     }
 );
@@ -157,7 +164,14 @@ async fn a_login_in_the_same_second_as_logout_all_works_through_capture() {
             let fresh = login(&gate, "alice").await;
             if now() != start {
                 // The second turned over mid-sequence; the case is not the one under test.
-                gate.app.strategy.logout_all("alice").await.unwrap();
+                gate.app
+                    .revocations
+                    .revoke(
+                        tokengate::strategy::Target::User("alice"),
+                        tokengate::store::Actor::Admin,
+                    )
+                    .await
+                    .unwrap();
                 continue;
             }
             assert_eq!(
@@ -258,7 +272,14 @@ async fn a_token_issued_after_the_cut_off_passes() {
         let backend = Backend::start().await;
         let gate = Gate::start_strategy(&backend, strategy).await;
         let old = mint(&claims("alice"));
-        gate.app.strategy.logout_all("alice").await.unwrap();
+        gate.app
+            .revocations
+            .revoke(
+                tokengate::strategy::Target::User("alice"),
+                tokengate::store::Actor::Admin,
+            )
+            .await
+            .unwrap();
         // Not captured, so it needs an iat after the cut-off second.
         let mut newer = claims("alice");
         newer["iat"] = json!(now() + 1);

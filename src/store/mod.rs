@@ -10,6 +10,7 @@
 //! (`header.payload`), never by the raw token (SPEC §1).
 
 pub mod postgres;
+mod schema;
 pub mod sqlite;
 
 use std::fmt;
@@ -72,6 +73,229 @@ pub struct Session {
     pub client_addr: Option<String>,
 }
 
+/// Who made a revocation (SPEC §9, `revocation_log.by`): the audit trail's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// The token's own user (`/logout`, `/logout-all`, `DELETE /sessions/{id}`).
+    User,
+    /// The admin API.
+    Admin,
+    /// `tokengate tokens revoke`.
+    Cli,
+    /// An identity provider's back-channel logout.
+    Backchannel,
+}
+
+impl Actor {
+    /// The name written to the log and the audit line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::User => "self",
+            Actor::Admin => "admin",
+            Actor::Cli => "cli",
+            Actor::Backchannel => "backchannel",
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a revocation ended (SPEC §9, `revocation_log.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// One token (`/logout` under allowlist or denylist).
+    Logout,
+    /// Every session of a user (`/logout-all` under allowlist).
+    LogoutAll,
+    /// One session, by its id.
+    Session,
+    /// A user's cut-off moved: every token issued before it is dead.
+    Cutoff,
+}
+
+impl RevocationKind {
+    /// The name written to the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Logout => "logout",
+            RevocationKind::LogoutAll => "logout_all",
+            RevocationKind::Session => "session",
+            RevocationKind::Cutoff => "cutoff",
+        }
+    }
+
+    /// The kind a log row names, if this build knows it.
+    pub fn parse(text: &str) -> Option<RevocationKind> {
+        [
+            RevocationKind::Logout,
+            RevocationKind::LogoutAll,
+            RevocationKind::Session,
+            RevocationKind::Cutoff,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+}
+
+/// The rows one revocation changes. The strategy picks the change; the store applies it
+/// and appends the feed row in the same transaction ([`TokenStore::revoke`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Delete the allowlist row of one token.
+    DeleteToken {
+        /// The token.
+        hash: TokenHash,
+        /// Its user.
+        user: String,
+    },
+    /// List one token in `invalid_token` until it expires.
+    DenyToken {
+        /// The token.
+        hash: TokenHash,
+        /// Its user.
+        user: String,
+        /// Its `exp`: the row is useless after it.
+        expires_at: i64,
+    },
+    /// Delete one session by its public id, only if it belongs to `owner` when given.
+    DeleteSession {
+        /// The session id.
+        id: String,
+        /// The user it must belong to; `None` for the admin API and the CLI.
+        owner: Option<String>,
+    },
+    /// Delete every allowlist row of a user.
+    DeleteUserSessions {
+        /// The user.
+        user: String,
+    },
+    /// Move a user's cut-off to `at` (never backwards) and delete the user's allowlist
+    /// rows (the exceptions captured before it).
+    CutOff {
+        /// The user.
+        user: String,
+        /// Unix seconds.
+        at: i64,
+    },
+}
+
+impl Change {
+    /// The user a change names up front (a session id names its user only by its row).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Change::DeleteToken { user, .. }
+            | Change::DenyToken { user, .. }
+            | Change::DeleteUserSessions { user }
+            | Change::CutOff { user, .. } => Some(user),
+            Change::DeleteSession { .. } => None,
+        }
+    }
+}
+
+/// One revocation as the store writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The rows to change.
+    pub change: Change,
+    /// What the feed row calls it.
+    pub kind: RevocationKind,
+    /// Who asked.
+    pub by: Actor,
+}
+
+/// A feed row as written, before the store numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// `revocation_log.kind`.
+    pub kind: RevocationKind,
+    /// The user whose tokens the row ends.
+    pub user_id: String,
+    /// Set when one token was revoked.
+    pub token_hash: Option<TokenHash>,
+    /// Set when one session was revoked.
+    pub session_id: Option<String>,
+    /// Who asked.
+    pub by: Actor,
+}
+
+impl LogEntry {
+    /// The feed row of a revocation, given the allowlist rows it deleted; `None` when it
+    /// changed nothing at all (a session id that matched no row), so that a miss leaves
+    /// no trace and no invalidation.
+    pub fn of(revocation: &Revocation, deleted: &[Session]) -> Option<LogEntry> {
+        let one = deleted.first();
+        let (user_id, token_hash, session_id) = match &revocation.change {
+            Change::DeleteToken { hash, user } | Change::DenyToken { hash, user, .. } => {
+                (user.clone(), Some(*hash), one.map(|s| s.session_id.clone()))
+            }
+            Change::DeleteSession { .. } => {
+                let row = one?;
+                (
+                    row.user_id.clone(),
+                    Some(row.token_hash),
+                    Some(row.session_id.clone()),
+                )
+            }
+            Change::DeleteUserSessions { user } | Change::CutOff { user, .. } => {
+                (user.clone(), None, None)
+            }
+        };
+        Some(LogEntry {
+            kind: revocation.kind,
+            user_id,
+            token_hash,
+            session_id,
+            by: revocation.by,
+        })
+    }
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The allowlist rows it deleted.
+    pub sessions: Vec<Session>,
+    /// The feed row it appended (`None` when nothing matched), with its number.
+    pub seq: Option<i64>,
+}
+
+/// One row of `revocation_log` as read back (SPEC §9). Fields that a newer build or a
+/// damaged file could fill with something this build cannot use are kept raw, so that
+/// the reader can treat such a row as "flush everything" instead of failing forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRow {
+    /// Strictly increasing, in commit order.
+    pub seq: i64,
+    /// Commit time, unix milliseconds.
+    pub at_ms: i64,
+    /// `logout | logout_all | session | cutoff`.
+    pub kind: String,
+    /// The user whose tokens the row ends.
+    pub user_id: String,
+    /// The token's hash when one token was revoked (32 bytes in a sound row).
+    pub token_hash: Option<Vec<u8>>,
+    /// The session id when one session was revoked.
+    pub session_id: Option<String>,
+    /// `self | admin | cli | backchannel`.
+    pub by: String,
+}
+
+/// A push signal from a store that has one (PostgreSQL `LISTEN`): the feed reader reads
+/// at once instead of waiting for its next poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedSignal {
+    /// The listening connection is (again) up: anything may have been missed before.
+    Connected,
+    /// A revocation was committed somewhere.
+    Notified,
+    /// The listening connection failed; it is reopened with backoff.
+    Lost(String),
+}
+
 /// How many rows one prune removed, per table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PruneReport {
@@ -81,13 +305,28 @@ pub struct PruneReport {
     pub invalid_token: u64,
     /// Cut-offs of `user_status` older than the horizon given to [`TokenStore::prune`].
     pub user_status: u64,
+    /// Rows of `revocation_log` older than `store.revocation_log_days`.
+    pub revocation_log: u64,
 }
 
 impl PruneReport {
     /// Rows removed in all tables.
     pub fn total(&self) -> u64 {
-        self.valid_token + self.invalid_token + self.user_status
+        self.valid_token + self.invalid_token + self.user_status + self.revocation_log
     }
+}
+
+/// What a prune may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBounds {
+    /// Tokens that expired at or before this (unix seconds) go.
+    pub now: i64,
+    /// Cut-offs set before this (unix seconds) go.
+    pub cutoff_horizon: i64,
+    /// Feed rows committed before this (unix milliseconds) go.
+    pub log_horizon_ms: i64,
+    /// Rows per transaction, so that no single transaction holds the database for long.
+    pub batch: u32,
 }
 
 /// A store operation failed. On the request path this is always a 503 (fail closed).
@@ -109,9 +348,10 @@ pub enum StoreError {
 
 /// The storage contract shared by every backend.
 ///
-/// Every write is durable when its future resolves: a revocation is answered only after
-/// it is on disk (SPEC §7). Implementations must see writes made by other processes on
-/// the same database (the CLI, other replicas) on their very next call.
+/// A store keeps rows; what they mean is [`crate::strategy`]'s business. Every write is
+/// durable when its future resolves: a revocation is answered only after it is on disk
+/// (SPEC §7). Implementations must see writes made by other processes on the same
+/// database (the CLI, other replicas) on their very next call.
 pub trait TokenStore: Send + Sync + 'static {
     /// Answers when the store is reachable (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
@@ -125,43 +365,38 @@ pub trait TokenStore: Send + Sync + 'static {
     /// The allowlist row of a token, if it is there.
     fn find_session(&self, hash: TokenHash) -> StoreFuture<'_, Option<Session>>;
 
-    /// Deletes the allowlist row of a token; true when a row went.
-    fn delete_session_by_hash(&self, hash: TokenHash) -> StoreFuture<'_, bool>;
-
-    /// Deletes a session by its public id, only if it belongs to `user` when one is
-    /// given; returns the deleted row.
-    fn delete_session<'a>(
-        &'a self,
-        session_id: &'a str,
-        user: Option<&'a str>,
-    ) -> StoreFuture<'a, Option<Session>>;
-
-    /// Deletes every allowlist row of a user; returns the ids of the sessions that went
-    /// (for the audit log).
-    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>>;
-
     /// A user's sessions not yet expired at `now`, newest first.
     fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>>;
 
     /// How many allowlist rows are not yet expired at `now` (the live-sessions gauge).
     fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64>;
 
-    /// Lists a token as revoked until its expiry (denylist).
-    fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()>;
-
     /// Whether a token is listed as revoked (denylist).
     fn is_denied(&self, hash: TokenHash) -> StoreFuture<'_, bool>;
-
-    /// Sets a user's logout cut-off to `at` (unix seconds); never moves it backwards.
-    fn set_cutoff<'a>(&'a self, user: &'a str, at: i64) -> StoreFuture<'a, ()>;
 
     /// A user's logout cut-off, if one is set.
     fn cutoff<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Option<i64>>;
 
-    /// Deletes rows that can no longer matter: tokens expired before `now`, and cut-offs
-    /// set before `cutoff_horizon`. Works in batches of `batch` rows so that no single
-    /// transaction holds the database for long.
-    fn prune(&self, now: i64, cutoff_horizon: i64, batch: u32) -> StoreFuture<'_, PruneReport>;
+    /// Applies a revocation's change and appends its feed row ([`LogEntry::of`]) in one
+    /// transaction, durable when it resolves. On PostgreSQL the commit also notifies
+    /// `tokengate_revocations`, and revocations are serialized so that `seq` order is
+    /// commit order: a reader that has seen row `n` can never later meet a row below it.
+    fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked>;
+
+    /// The highest `seq` in the feed (0 when it is empty): where a new reader starts.
+    fn feed_head(&self) -> StoreFuture<'_, i64>;
+
+    /// Feed rows with `seq > after`, in order, at most `limit`.
+    fn read_feed(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<FeedRow>>;
+
+    /// Starts listening for revocations committed anywhere, if this backend can push
+    /// them (PostgreSQL); `None` when the feed can only be polled (SQLite).
+    fn listen(&self) -> Option<tokio::sync::mpsc::Receiver<FeedSignal>> {
+        None
+    }
+
+    /// Deletes rows that can no longer matter ([`PruneBounds`]), in batches.
+    fn prune(&self, bounds: PruneBounds) -> StoreFuture<'_, PruneReport>;
 }
 
 /// Opens the store a config names: creates and migrates the schema. Async because

@@ -48,26 +48,24 @@
 
 use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{mpsc, MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 
-use super::{PruneReport, Session, StoreError, StoreFuture, TokenHash, TokenStore};
-
-/// The allowlist table.
-const VALID_TOKEN: &str = "valid_token";
-/// The denylist table.
-const INVALID_TOKEN: &str = "invalid_token";
-/// The per-user logout cut-offs.
-const USER_STATUS: &str = "user_status";
-/// The columns of a [`Session`], in the order [`session_from_row`] reads them.
-const SESSION_COLUMNS: &str =
-    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
+use super::schema::{
+    self, check_version, Sweep, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS, REVOCATION_LOG,
+    SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
+};
+use super::{
+    Change, FeedRow, FeedSignal, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session,
+    StoreError, StoreFuture, TokenHash, TokenStore,
+};
 
 /// How many pipelined connections carry single-statement operations.
 const SHARED_CONNECTIONS: usize = 2;
@@ -90,6 +88,17 @@ const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tokengate_schema_
 /// key names tokengate among the database's advisory locks ("tkng"), the second the schema.
 const MIGRATION_LOCK: &str =
     "SELECT pg_advisory_xact_lock(1953197671, hashtext(coalesce(current_schema(), '')))";
+/// Serializes revocations of one schema (second key "tknf"), held to the commit: `seq`
+/// values are then handed out in commit order, so a feed reader that has seen row `n`
+/// never later meets a row below `n` committed by a slower transaction.
+const FEED_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(1953197670, hashtext(coalesce(current_schema(), '')))";
+/// The channel a revocation notifies after its commit (SPEC §9), without payload.
+const FEED_CHANNEL: &str = "tokengate_revocations";
+/// The listening connection is reopened after a failure with a backoff from this...
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// ...doubling up to this.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Schema migrations; entry `i` takes the version from `i` to `i + 1`. The schema of
 /// SPEC §7 in PostgreSQL's types: BYTEA keys, BIGINT unix seconds, TEXT.
@@ -116,10 +125,20 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT PRIMARY KEY, logged_out_at BIGINT NOT NULL
     );
     CREATE INDEX user_status_logged_out_at ON user_status (logged_out_at);",
+    // Version 2: the revocation feed of SPEC §9.
+    "CREATE TABLE revocation_log (
+        seq        BIGSERIAL PRIMARY KEY,
+        at_ms      BIGINT NOT NULL,
+        kind       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        token_hash BYTEA,
+        session_id TEXT,
+        by         TEXT NOT NULL
+    );
+    CREATE INDEX revocation_log_at_ms ON revocation_log (at_ms);",
 ];
 
-/// The newest schema version this build understands.
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// Names a `store.postgres_url` for messages and summaries without its credentials
 /// (`postgres://user@host:port/db`), or a fixed text when it does not parse.
@@ -251,61 +270,65 @@ impl PostgresStore {
         F: Fn(Arc<Conn>) -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
     {
-        let inner = &self.inner;
+        let inner = &*self.inner;
         let index = inner.next_shared.fetch_add(1, Ordering::Relaxed) % inner.shared.len();
         // The same slot on a retry: it is the one now known to need a new connection.
         let slot = &inner.shared[index];
+        let op = &op;
         inner
-            .bounded(async {
-                let mut attempt = Retry::Once;
-                loop {
-                    let conn = Arc::clone(&*slot.connected(&inner.target).await?);
-                    let id = conn.id;
-                    match op(conn).await {
-                        Err(QueryError::Pg(e)) if connection_lost(&e) => {
-                            slot.forget(id, &inner.target).await;
-                            if retry == Retry::Never || attempt == Retry::Never {
-                                return Err(inner.target.query_failure(&QueryError::Pg(e)));
-                            }
-                            attempt = Retry::Never;
-                        }
-                        result => return result.map_err(|e| inner.target.query_failure(&e)),
-                    }
-                }
+            .retrying(retry, move || async move {
+                let conn = Arc::clone(&*slot.connected(&inner.target).await?);
+                let id = conn.id;
+                let result = op(conn).await;
+                slot.forget_if_lost(id, &result, &inner.target).await;
+                Ok(result)
             })
             .await
     }
 
-    /// Deletes the rows of one table that a prune statement selects, `batch` at a time,
-    /// each batch its own transaction so that nothing holds the tables for long.
-    async fn prune_table(
-        &self,
-        pick: fn(&Statements) -> &Statement,
-        bound: i64,
-        batch: u32,
-    ) -> Result<u64, StoreError> {
-        // A zero batch would never finish; one row at a time still does.
-        let limit = i64::from(batch.max(1));
-        let mut total = 0;
-        loop {
-            let deleted = self
-                .run(Retry::Never, |conn| async move {
-                    Ok(conn
-                        .client
-                        .execute(pick(&conn.statements), &[&bound, &limit])
-                        .await?)
-                })
-                .await?;
-            total += deleted;
-            if deleted < limit.unsigned_abs() {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+    /// Runs a transaction on the transaction connection, which it holds throughout.
+    async fn run_transaction<T, F>(&self, retry: Retry, op: F) -> Result<T, StoreError>
+    where
+        F: for<'c> Fn(
+            &'c mut Conn,
+        ) -> Pin<Box<dyn Future<Output = Result<T, QueryError>> + Send + 'c>>,
+    {
+        let inner = &*self.inner;
+        let slot = &inner.transactions;
+        let op = &op;
+        inner
+            .retrying(retry, move || async move {
+                let mut conn = slot.connected(&inner.target).await?;
+                let id = conn.id;
+                let result = op(&mut conn).await;
+                drop(conn);
+                slot.forget_if_lost(id, &result, &inner.target).await;
+                Ok(result)
+            })
+            .await
     }
 }
 
 impl Inner {
+    /// The one retry loop: runs `attempt`, and when it met a lost connection and the
+    /// operation is safe to repeat, once more on a new connection; bounded in time.
+    async fn retrying<T, F, Fut>(&self, retry: Retry, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Result<T, QueryError>, StoreError>>,
+    {
+        self.bounded(async {
+            let mut again = retry == Retry::Once;
+            loop {
+                match attempt().await? {
+                    Err(QueryError::Pg(e)) if connection_lost(&e) && again => again = false,
+                    result => return result.map_err(|e| self.target.query_failure(&e)),
+                }
+            }
+        })
+        .await
+    }
+
     /// Bounds an operation in time: a database that stops answering is a store error.
     async fn bounded<T>(
         &self,
@@ -331,32 +354,11 @@ impl TokenStore for PostgresStore {
     }
 
     fn insert_session(&self, session: Session) -> StoreFuture<'_, Session> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let slot = &inner.transactions;
-            inner
-                .bounded(async {
-                    let mut attempt = Retry::Once;
-                    loop {
-                        let mut conn = slot.connected(&inner.target).await?;
-                        let id = conn.id;
-                        let result = insert_in_transaction(&mut conn, &session).await;
-                        drop(conn);
-                        match result {
-                            // Safe to repeat: the retry finds the row if the first commit went.
-                            Err(QueryError::Pg(e)) if connection_lost(&e) => {
-                                slot.forget(id, &inner.target).await;
-                                if attempt == Retry::Never {
-                                    return Err(inner.target.query_failure(&QueryError::Pg(e)));
-                                }
-                                attempt = Retry::Never;
-                            }
-                            result => return result.map_err(|e| inner.target.query_failure(&e)),
-                        }
-                    }
-                })
-                .await
-        })
+        // Safe to repeat: the retry finds the row if the first commit went.
+        Box::pin(self.run_transaction(Retry::Once, move |conn| {
+            let session = session.clone();
+            Box::pin(async move { insert_in_transaction(conn, &session).await })
+        }))
     }
 
     fn find_session(&self, hash: TokenHash) -> StoreFuture<'_, Option<Session>> {
@@ -370,45 +372,6 @@ impl TokenStore for PostgresStore {
                 Some(row) => Ok(Some(session_from_row(&row)?)),
                 None => Ok(None),
             }
-        }))
-    }
-
-    fn delete_session_by_hash(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
-        Box::pin(self.run(Retry::Never, move |conn| async move {
-            let s = &conn.statements;
-            let deleted = conn
-                .client
-                .execute(&s.delete_session_by_hash, &[&&hash.0[..]])
-                .await?;
-            Ok(deleted > 0)
-        }))
-    }
-
-    fn delete_session<'a>(
-        &'a self,
-        session_id: &'a str,
-        user: Option<&'a str>,
-    ) -> StoreFuture<'a, Option<Session>> {
-        Box::pin(self.run(Retry::Never, move |conn| async move {
-            let s = &conn.statements;
-            match conn
-                .client
-                .query_opt(&s.delete_session, &[&session_id, &user])
-                .await?
-            {
-                Some(row) => Ok(Some(session_from_row(&row)?)),
-                None => Ok(None),
-            }
-        }))
-    }
-
-    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(self.run(Retry::Never, move |conn| async move {
-            let s = &conn.statements;
-            let rows = conn.client.query(&s.delete_user_sessions, &[&user]).await?;
-            rows.iter()
-                .map(|row| Ok(row.try_get(0)?))
-                .collect::<Result<_, QueryError>>()
         }))
     }
 
@@ -429,29 +392,11 @@ impl TokenStore for PostgresStore {
         }))
     }
 
-    fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.run(Retry::Once, move |conn| async move {
-            let s = &conn.statements;
-            conn.client
-                .execute(&s.deny, &[&&hash.0[..], &user, &expires_at])
-                .await?;
-            Ok(())
-        }))
-    }
-
     fn is_denied(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
         Box::pin(self.run(Retry::Once, move |conn| async move {
             let s = &conn.statements;
             let row = conn.client.query_one(&s.is_denied, &[&&hash.0[..]]).await?;
             Ok(row.try_get(0)?)
-        }))
-    }
-
-    fn set_cutoff<'a>(&'a self, user: &'a str, at: i64) -> StoreFuture<'a, ()> {
-        Box::pin(self.run(Retry::Once, move |conn| async move {
-            let s = &conn.statements;
-            conn.client.execute(&s.set_cutoff, &[&user, &at]).await?;
-            Ok(())
         }))
     }
 
@@ -465,24 +410,60 @@ impl TokenStore for PostgresStore {
         }))
     }
 
-    fn prune(&self, now: i64, cutoff_horizon: i64, batch: u32) -> StoreFuture<'_, PruneReport> {
+    fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked> {
+        // Repeating a revocation after a lost commit leaves the same rows (and at most
+        // a second feed row), except a session revoked by id: its repeat would find
+        // nothing and answer 404 for a session that did go.
+        let retry = match revocation.change {
+            Change::DeleteSession { .. } => Retry::Never,
+            _ => Retry::Once,
+        };
+        Box::pin(self.run_transaction(retry, move |conn| {
+            let revocation = revocation.clone();
+            Box::pin(async move { revoke_in_transaction(conn, &revocation).await })
+        }))
+    }
+
+    fn feed_head(&self) -> StoreFuture<'_, i64> {
+        Box::pin(self.run(Retry::Once, |conn| async move {
+            let row = conn
+                .client
+                .query_one(&conn.statements.feed_head, &[])
+                .await?;
+            Ok(row.try_get(0)?)
+        }))
+    }
+
+    fn read_feed(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<FeedRow>> {
+        let limit = i64::from(limit);
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            let rows = conn.client.query(&s.read_feed, &[&after, &limit]).await?;
+            rows.iter().map(feed_row).collect()
+        }))
+    }
+
+    fn listen(&self) -> Option<mpsc::Receiver<FeedSignal>> {
+        let (signals, receiver) = mpsc::channel(16);
+        tokio::spawn(listen_loop(Arc::clone(&self.inner), signals));
+        Some(receiver)
+    }
+
+    fn prune(&self, bounds: PruneBounds) -> StoreFuture<'_, PruneReport> {
         Box::pin(async move {
-            let report = PruneReport {
-                valid_token: self
-                    .prune_table(|s| &s.prune_valid_token, now, batch)
-                    .await?,
-                invalid_token: self
-                    .prune_table(|s| &s.prune_invalid_token, now, batch)
-                    .await?,
-                user_status: self
-                    .prune_table(|s| &s.prune_user_status, cutoff_horizon, batch)
-                    .await?,
-            };
+            let report = schema::prune(bounds, |sweep, bound, limit| {
+                self.run(Retry::Never, move |conn| async move {
+                    let statement = conn.statements.prune(sweep);
+                    Ok(conn.client.execute(statement, &[&bound, &limit]).await?)
+                })
+            })
+            .await?;
             tracing::debug!(
                 database = %self.inner.target.name,
                 valid_token = report.valid_token,
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
+                revocation_log = report.revocation_log,
                 "pruned store"
             );
             Ok(report)
@@ -519,100 +500,299 @@ async fn insert_in_transaction(conn: &mut Conn, session: &Session) -> Result<Ses
     Ok(stored)
 }
 
+/// A revocation's row changes and its feed row in one transaction, under the feed lock;
+/// the notification goes out with the commit (PostgreSQL delivers it only then).
+async fn revoke_in_transaction(
+    conn: &mut Conn,
+    revocation: &Revocation,
+) -> Result<Revoked, QueryError> {
+    let Conn {
+        client,
+        statements: s,
+        ..
+    } = conn;
+    let tx = client.transaction().await?;
+    tx.execute(&s.feed_lock, &[]).await?;
+    let sessions = |rows: Vec<Row>| {
+        rows.iter()
+            .map(session_from_row)
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let deleted = match &revocation.change {
+        Change::DeleteToken { hash, .. } => {
+            sessions(tx.query(&s.delete_token, &[&&hash.0[..]]).await?)?
+        }
+        Change::DenyToken {
+            hash,
+            user,
+            expires_at,
+        } => {
+            tx.execute(&s.deny, &[&&hash.0[..], user, expires_at])
+                .await?;
+            Vec::new()
+        }
+        Change::DeleteSession { id, owner } => {
+            sessions(tx.query(&s.delete_session, &[id, owner]).await?)?
+        }
+        Change::DeleteUserSessions { user } => {
+            sessions(tx.query(&s.delete_user_sessions, &[user]).await?)?
+        }
+        Change::CutOff { user, at } => {
+            tx.execute(&s.set_cutoff, &[user, at]).await?;
+            // The exceptions captured before this cut-off die with it.
+            sessions(tx.query(&s.delete_user_sessions, &[user]).await?)?
+        }
+    };
+    let seq = match LogEntry::of(revocation, &deleted) {
+        Some(entry) => {
+            let hash = entry.token_hash.as_ref().map(|h| &h.0[..]);
+            let row = tx
+                .query_one(
+                    &s.append_log,
+                    &[
+                        &entry.kind.as_str(),
+                        &entry.user_id,
+                        &hash,
+                        &entry.session_id,
+                        &entry.by.as_str(),
+                    ],
+                )
+                .await?;
+            tx.execute(&s.notify, &[]).await?;
+            Some(row.try_get(0)?)
+        }
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(Revoked {
+        sessions: deleted,
+        seq,
+    })
+}
+
+/// Keeps a `LISTEN` connection open for as long as the feed reader holds the receiver,
+/// reopening it with backoff; every (re)connection is signalled, so that the reader
+/// flushes what it may have missed.
+async fn listen_loop(inner: Arc<Inner>, signals: mpsc::Sender<FeedSignal>) {
+    let mut backoff = LISTEN_BACKOFF_MIN;
+    loop {
+        let outcome = tokio::select! {
+            outcome = listen_once(&inner.target, &signals) => outcome,
+            _ = signals.closed() => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err((cause, was_connected)) => {
+                if was_connected {
+                    backoff = LISTEN_BACKOFF_MIN;
+                }
+                if signals.send(FeedSignal::Lost(cause)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = signals.closed() => return,
+                }
+                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// One listening connection, until it fails (`Err` with the cause and whether it got as
+/// far as listening) or the receiver is gone (`Ok`).
+async fn listen_once(
+    target: &Target,
+    signals: &mpsc::Sender<FeedSignal>,
+) -> Result<(), (String, bool)> {
+    let mut config = target.config.clone();
+    let name = config.get_application_name().unwrap_or(APPLICATION_NAME);
+    config.application_name(format!("{name}-feed"));
+    let connecting = config.connect(NoTls);
+    let (client, mut connection) =
+        match tokio::time::timeout(target.connect_timeout, connecting).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err((target.scrub(&chain(&e)), false)),
+            Err(_) => return Err(("connect timed out".into(), false)),
+        };
+    let lost = |e: Option<tokio_postgres::Error>| match e {
+        Some(e) => target.scrub(&chain(&e)),
+        None => "the connection was closed".into(),
+    };
+    // The connection must be polled for `LISTEN` to be answered.
+    let listen = format!("LISTEN {FEED_CHANNEL}");
+    let mut listening = std::pin::pin!(client.batch_execute(&listen));
+    loop {
+        tokio::select! {
+            done = &mut listening => match done {
+                Ok(()) => break,
+                Err(e) => return Err((lost(Some(e)), false)),
+            },
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err((lost(Some(e)), false)),
+                None => return Err((lost(None), false)),
+            },
+        }
+    }
+    if signals.send(FeedSignal::Connected).await.is_err() {
+        return Ok(());
+    }
+    tracing::debug!(database = %target.name, channel = FEED_CHANNEL, "listening for revocations");
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(_))) => {
+                // A full channel already holds a wake-up: one read covers both.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    signals.try_send(FeedSignal::Notified)
+                {
+                    return Ok(());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err((lost(Some(e)), true)),
+            None => return Err((lost(None), true)),
+        }
+    }
+}
+
 /// Every statement tokengate runs, prepared once per connection.
 struct Statements {
     ping: Statement,
     insert_session: Statement,
     find_session: Statement,
-    delete_session_by_hash: Statement,
-    delete_session: Statement,
-    delete_user_sessions: Statement,
     list_sessions: Statement,
     count_sessions: Statement,
-    deny: Statement,
     is_denied: Statement,
-    set_cutoff: Statement,
     cutoff: Statement,
-    prune_valid_token: Statement,
-    prune_invalid_token: Statement,
-    prune_user_status: Statement,
+    delete_token: Statement,
+    deny: Statement,
+    delete_session: Statement,
+    delete_user_sessions: Statement,
+    set_cutoff: Statement,
+    feed_lock: Statement,
+    append_log: Statement,
+    notify: Statement,
+    feed_head: Statement,
+    read_feed: Statement,
+    prune: [Statement; 4],
 }
 
 impl Statements {
     /// Prepares them all, pipelined: one round trip.
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
-        let sql = [
-            "SELECT 1 FROM tokengate_schema_version".to_owned(),
-            format!(
+        let p = |sql: String| async move { client.prepare(&sql).await };
+        let (ping, insert_session, find_session, list_sessions, count_sessions, is_denied) = tokio::try_join!(
+            p("SELECT 1 FROM tokengate_schema_version".to_owned()),
+            p(format!(
                 "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (token_hash) DO NOTHING"
-            ),
-            format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = $1"),
-            format!("DELETE FROM {VALID_TOKEN} WHERE token_hash = $1"),
-            format!(
-                "DELETE FROM {VALID_TOKEN} WHERE session_id = $1 AND ($2::text IS NULL OR user_id = $2)
-                 RETURNING {SESSION_COLUMNS}"
-            ),
-            format!("DELETE FROM {VALID_TOKEN} WHERE user_id = $1 RETURNING session_id"),
+            )),
+            p(format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = $1")),
             // COLLATE "C": ties ordered bytewise, as SQLite does, whatever the database's
             // collation.
-            format!(
+            p(format!(
                 "SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE user_id = $1 AND expires_at > $2
                  ORDER BY created_at DESC, session_id COLLATE \"C\""
-            ),
-            format!(
+            )),
+            p(format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > $1")),
+            p(format!("SELECT EXISTS (SELECT 1 FROM {INVALID_TOKEN} WHERE token_hash = $1)")),
+        )?;
+        let (cutoff, delete_token, deny, delete_session, delete_user_sessions, set_cutoff) = tokio::try_join!(
+            p(format!("SELECT logged_out_at FROM {USER_STATUS} WHERE user_id = $1")),
+            p(format!(
+                "DELETE FROM {VALID_TOKEN} WHERE token_hash = $1 RETURNING {SESSION_COLUMNS}"
+            )),
+            p(format!(
                 "INSERT INTO {INVALID_TOKEN} (token_hash, user_id, expires_at) VALUES ($1, $2, $3)
                  ON CONFLICT (token_hash) DO NOTHING"
-            ),
-            format!("SELECT EXISTS (SELECT 1 FROM {INVALID_TOKEN} WHERE token_hash = $1)"),
+            )),
+            p(format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id = $1 AND ($2::text IS NULL OR user_id = $2)
+                 RETURNING {SESSION_COLUMNS}"
+            )),
+            p(format!(
+                "DELETE FROM {VALID_TOKEN} WHERE user_id = $1 RETURNING {SESSION_COLUMNS}"
+            )),
             // GREATEST: a late or replayed logout must not reopen tokens a newer one closed.
-            format!(
+            p(format!(
                 "INSERT INTO {USER_STATUS} (user_id, logged_out_at) VALUES ($1, $2)
                  ON CONFLICT (user_id)
                  DO UPDATE SET logged_out_at = GREATEST({USER_STATUS}.logged_out_at, EXCLUDED.logged_out_at)"
-            ),
-            format!("SELECT logged_out_at FROM {USER_STATUS} WHERE user_id = $1"),
-            prune_sql(VALID_TOKEN, "expires_at <= $1"),
-            prune_sql(INVALID_TOKEN, "expires_at <= $1"),
-            prune_sql(USER_STATUS, "logged_out_at < $1"),
-            format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > $1"),
-        ];
-        let p = |i: usize| client.prepare(&sql[i]);
-        let (ping, insert_session, find_session, delete_session_by_hash, delete_session) =
-            tokio::try_join!(p(0), p(1), p(2), p(3), p(4))?;
-        let (delete_user_sessions, list_sessions, deny, is_denied, set_cutoff) =
-            tokio::try_join!(p(5), p(6), p(7), p(8), p(9))?;
-        let (cutoff, prune_valid_token, prune_invalid_token, prune_user_status, count_sessions) =
-            tokio::try_join!(p(10), p(11), p(12), p(13), p(14))?;
+            )),
+        )?;
+        let (feed_lock, append_log, notify, feed_head, read_feed) = tokio::try_join!(
+            p(FEED_LOCK.to_owned()),
+            // The database's clock: one clock for every replica's lag figures.
+            p(format!(
+                "INSERT INTO {REVOCATION_LOG} ({LOG_INSERT_COLUMNS})
+                 VALUES ((extract(epoch FROM clock_timestamp()) * 1000)::bigint, $1, $2, $3, $4, $5)
+                 RETURNING seq"
+            )),
+            p(format!("SELECT pg_notify('{FEED_CHANNEL}', '')")),
+            p(format!(
+                "SELECT coalesce(max(seq), 0)::bigint FROM {REVOCATION_LOG}"
+            )),
+            p(format!(
+                "SELECT {FEED_COLUMNS} FROM {REVOCATION_LOG} WHERE seq > $1 ORDER BY seq LIMIT $2"
+            )),
+        )?;
+        let [a, b, c, d] = Sweep::ALL.map(|sweep| p(prune_sql(sweep)));
+        let (a, b, c, d) = tokio::try_join!(a, b, c, d)?;
         Ok(Statements {
             ping,
             insert_session,
             find_session,
-            delete_session_by_hash,
-            delete_session,
-            delete_user_sessions,
             list_sessions,
             count_sessions,
-            deny,
             is_denied,
-            set_cutoff,
             cutoff,
-            prune_valid_token,
-            prune_invalid_token,
-            prune_user_status,
+            delete_token,
+            deny,
+            delete_session,
+            delete_user_sessions,
+            set_cutoff,
+            feed_lock,
+            append_log,
+            notify,
+            feed_head,
+            read_feed,
+            prune: [a, b, c, d],
         })
+    }
+
+    /// The prepared delete of one prune sweep.
+    fn prune(&self, sweep: Sweep) -> &Statement {
+        let index = Sweep::ALL.iter().position(|s| *s == sweep).unwrap_or(0);
+        &self.prune[index]
     }
 }
 
-/// Deletes at most `$2` rows of `table` matching `condition` (with `$1` the bound). The
-/// rows are picked by `ctid` (a TID scan, no second index lookup); the condition is
-/// checked again on the row deleted, so a row updated meanwhile (a newer cut-off) stays.
-fn prune_sql(table: &str, condition: &str) -> String {
+/// Deletes at most `$2` rows of a sweep's table matching its condition (with `$1` the
+/// bound). The rows are picked by `ctid` (a TID scan, no second index lookup); the
+/// condition is checked again on the row deleted, so a row updated meanwhile (a newer
+/// cut-off) stays.
+fn prune_sql(sweep: Sweep) -> String {
+    let table = sweep.table();
+    let condition = sweep.condition("$1");
     format!(
         "DELETE FROM {table}
          WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE {condition} LIMIT $2))
          AND {condition}"
     )
+}
+
+/// Reads a [`FeedRow`] selected with [`FEED_COLUMNS`].
+fn feed_row(row: &Row) -> Result<FeedRow, QueryError> {
+    Ok(FeedRow {
+        seq: row.try_get(0)?,
+        at_ms: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        user_id: row.try_get(3)?,
+        token_hash: row.try_get(4)?,
+        session_id: row.try_get(5)?,
+        by: row.try_get(6)?,
+    })
 }
 
 /// Reads a [`Session`] from a row selected with [`SESSION_COLUMNS`].
@@ -662,11 +842,16 @@ impl Target {
 
     /// One line: what failed, the database, and the cause, without the password.
     fn failure(&self, what: &str, cause: &str) -> StoreError {
-        let mut text = format!("{what} {}: {cause}", self.name).replace(['\n', '\r'], " ");
+        StoreError::Backend(self.scrub(&format!("{what} {}: {cause}", self.name)))
+    }
+
+    /// A message on one line, without the password.
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.replace(['\n', '\r'], " ");
         if let Some(password) = &self.password {
             text = text.replace(password.as_str(), "***");
         }
-        StoreError::Backend(text)
+        text
     }
 
     fn query_failure(&self, e: &QueryError) -> StoreError {
@@ -817,6 +1002,15 @@ impl<C: From<Conn> + Deref<Target = Conn>> Slot<C> {
         Ok(MutexGuard::map(state, move |s| s.conn.insert(conn)))
     }
 
+    /// [`Slot::forget`]s connection `id` when `result` shows it lost.
+    async fn forget_if_lost<T>(&self, id: u64, result: &Result<T, QueryError>, target: &Target) {
+        if let Err(QueryError::Pg(e)) = result {
+            if connection_lost(e) {
+                self.forget(id, target).await;
+            }
+        }
+    }
+
     /// Drops connection `id` if it is still the slot's, so that the next use opens a new
     /// one even before the driver task has noticed the socket is gone.
     async fn forget(&self, id: u64, target: &Target) {
@@ -826,17 +1020,6 @@ impl<C: From<Conn> + Deref<Target = Conn>> Slot<C> {
             tracing::warn!(database = %target.name, "database connection lost; reconnecting");
         }
     }
-}
-
-/// Refuses a schema written by a newer tokengate: its rows may mean something else.
-fn check_version(found: i64) -> Result<(), StoreError> {
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
 }
 
 /// Applies the missing migrations and records the new version in one transaction, under

@@ -30,17 +30,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction};
 
-use super::{PruneReport, Session, StoreError, StoreFuture, TokenHash, TokenStore};
-
-/// The allowlist table.
-const VALID_TOKEN: &str = "valid_token";
-/// The denylist table.
-const INVALID_TOKEN: &str = "invalid_token";
-/// The per-user logout cut-offs.
-const USER_STATUS: &str = "user_status";
-/// The columns of a [`Session`], in the order [`session_from_row`] reads them.
-const SESSION_COLUMNS: &str =
-    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
+use super::schema::{
+    self, check_version, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS, REVOCATION_LOG,
+    SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
+};
+use super::{
+    Change, FeedRow, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError,
+    StoreFuture, TokenHash, TokenStore,
+};
 
 /// How many read connections to keep; reads are short, so a few cover many tasks.
 const READERS: usize = 4;
@@ -71,10 +68,21 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT PRIMARY KEY, logged_out_at INTEGER NOT NULL
     );
     CREATE INDEX user_status_logged_out_at ON user_status (logged_out_at);",
+    // Version 2: the revocation feed of SPEC §9. AUTOINCREMENT: a `seq` is never used
+    // twice, even after a prune emptied the table, so a reader's position stays valid.
+    "CREATE TABLE revocation_log (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms      INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        token_hash BLOB,
+        session_id TEXT,
+        by         TEXT NOT NULL
+    );
+    CREATE INDEX revocation_log_at_ms ON revocation_log (at_ms);",
 ];
 
-/// The newest schema version this build understands.
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// A [`TokenStore`] on a local SQLite file; cheap to clone.
 #[derive(Clone)]
@@ -198,38 +206,6 @@ impl SqliteStore {
             ))),
         }
     }
-
-    /// Deletes the rows of `table` matching `condition` (with `?1` the bound), at most
-    /// `batch` per transaction; returns how many went.
-    async fn prune_table(
-        &self,
-        table: &'static str,
-        condition: &'static str,
-        bound: i64,
-        batch: u32,
-    ) -> Result<u64, StoreError> {
-        // A zero batch would never finish; one row at a time still does.
-        let batch = batch.max(1);
-        let mut total = 0;
-        loop {
-            // One transaction per batch: the writer mutex is released in between, so
-            // request-path writes interleave with a long prune.
-            let deleted = self
-                .write(move |tx| {
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE rowid IN \
-                         (SELECT rowid FROM {table} WHERE {condition} LIMIT ?2)"
-                    );
-                    tx.prepare_cached(&sql)?.execute((bound, batch))
-                })
-                .await? as u64;
-            total += deleted;
-            if deleted < u64::from(batch) {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 impl TokenStore for SqliteStore {
@@ -278,40 +254,6 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    fn delete_session_by_hash(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
-        Box::pin(self.write(move |tx| {
-            let sql = format!("DELETE FROM {VALID_TOKEN} WHERE token_hash = ?1");
-            Ok(tx.prepare_cached(&sql)?.execute([hash])? > 0)
-        }))
-    }
-
-    fn delete_session<'a>(
-        &'a self,
-        session_id: &'a str,
-        user: Option<&'a str>,
-    ) -> StoreFuture<'a, Option<Session>> {
-        let (session_id, user) = (session_id.to_owned(), user.map(str::to_owned));
-        Box::pin(self.write(move |tx| {
-            let sql = format!(
-                "DELETE FROM {VALID_TOKEN} WHERE session_id = ?1 AND (?2 IS NULL OR user_id = ?2)
-                 RETURNING {SESSION_COLUMNS}"
-            );
-            tx.prepare_cached(&sql)?
-                .query_row((session_id, user), session_from_row)
-                .optional()
-        }))
-    }
-
-    fn delete_user_sessions<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Vec<String>> {
-        let user = user.to_owned();
-        Box::pin(self.write(move |tx| {
-            let sql = format!("DELETE FROM {VALID_TOKEN} WHERE user_id = ?1 RETURNING session_id");
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let ids = stmt.query_map([user], |r| r.get(0))?;
-            ids.collect()
-        }))
-    }
-
     fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>> {
         Box::pin(async move {
             self.read(|conn| {
@@ -337,19 +279,6 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    fn deny<'a>(&'a self, hash: TokenHash, user: &'a str, expires_at: i64) -> StoreFuture<'a, ()> {
-        let user = user.to_owned();
-        Box::pin(self.write(move |tx| {
-            let sql = format!(
-                "INSERT OR IGNORE INTO {INVALID_TOKEN} (token_hash, user_id, expires_at)
-                 VALUES (?1, ?2, ?3)"
-            );
-            tx.prepare_cached(&sql)?
-                .execute((hash, user, expires_at))
-                .map(drop)
-        }))
-    }
-
     fn is_denied(&self, hash: TokenHash) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             self.read(|conn| {
@@ -357,19 +286,6 @@ impl TokenStore for SqliteStore {
                 conn.prepare_cached(&sql)?.exists([hash])
             })
         })
-    }
-
-    fn set_cutoff<'a>(&'a self, user: &'a str, at: i64) -> StoreFuture<'a, ()> {
-        let user = user.to_owned();
-        Box::pin(self.write(move |tx| {
-            // max(): a late or replayed logout must not reopen tokens a newer one closed.
-            let sql = format!(
-                "INSERT INTO {USER_STATUS} (user_id, logged_out_at) VALUES (?1, ?2)
-                 ON CONFLICT (user_id)
-                 DO UPDATE SET logged_out_at = max(logged_out_at, excluded.logged_out_at)"
-            );
-            tx.prepare_cached(&sql)?.execute((user, at)).map(drop)
-        }))
     }
 
     fn cutoff<'a>(&'a self, user: &'a str) -> StoreFuture<'a, Option<i64>> {
@@ -383,29 +299,166 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    fn prune(&self, now: i64, cutoff_horizon: i64, batch: u32) -> StoreFuture<'_, PruneReport> {
-        Box::pin(async move {
-            let report = PruneReport {
-                valid_token: self
-                    .prune_table(VALID_TOKEN, "expires_at <= ?1", now, batch)
-                    .await?,
-                invalid_token: self
-                    .prune_table(INVALID_TOKEN, "expires_at <= ?1", now, batch)
-                    .await?,
-                user_status: self
-                    .prune_table(USER_STATUS, "logged_out_at < ?1", cutoff_horizon, batch)
-                    .await?,
+    fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked> {
+        Box::pin(self.write(move |tx| {
+            let sessions = apply_change(tx, &revocation.change)?;
+            let seq = match LogEntry::of(&revocation, &sessions) {
+                Some(entry) => Some(append_log(tx, &entry)?),
+                None => None,
             };
+            Ok(Revoked { sessions, seq })
+        }))
+    }
+
+    fn feed_head(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let sql = format!("SELECT coalesce(max(seq), 0) FROM {REVOCATION_LOG}");
+                conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))
+            })
+        })
+    }
+
+    fn read_feed(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<FeedRow>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                // A range scan of the primary key: one cheap query per poll.
+                let sql = format!(
+                    "SELECT {FEED_COLUMNS} FROM {REVOCATION_LOG} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map((after, limit), feed_row)?;
+                rows.collect()
+            })
+        })
+    }
+
+    fn prune(&self, bounds: PruneBounds) -> StoreFuture<'_, PruneReport> {
+        Box::pin(async move {
+            let report = schema::prune(bounds, |sweep, bound, limit| {
+                self.write(move |tx| {
+                    let table = sweep.table();
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE rowid IN \
+                         (SELECT rowid FROM {table} WHERE {} LIMIT ?2)",
+                        sweep.condition("?1")
+                    );
+                    Ok(tx.prepare_cached(&sql)?.execute((bound, limit))? as u64)
+                })
+            })
+            .await?;
             tracing::debug!(
                 path = %self.inner.path.display(),
                 valid_token = report.valid_token,
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
+                revocation_log = report.revocation_log,
                 "pruned store"
             );
             Ok(report)
         })
     }
+}
+
+/// The row changes of one revocation, inside its transaction; returns the allowlist
+/// rows deleted.
+fn apply_change(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<Vec<Session>> {
+    match change {
+        Change::DeleteToken { hash, .. } => {
+            let sql = format!(
+                "DELETE FROM {VALID_TOKEN} WHERE token_hash = ?1 RETURNING {SESSION_COLUMNS}"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map([hash], session_from_row)?;
+            rows.collect()
+        }
+        Change::DenyToken {
+            hash,
+            user,
+            expires_at,
+        } => {
+            let sql = format!(
+                "INSERT OR IGNORE INTO {INVALID_TOKEN} (token_hash, user_id, expires_at)
+                 VALUES (?1, ?2, ?3)"
+            );
+            tx.prepare_cached(&sql)?.execute((hash, user, expires_at))?;
+            Ok(Vec::new())
+        }
+        Change::DeleteSession { id, owner } => {
+            let sql = format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id = ?1 AND (?2 IS NULL OR user_id = ?2)
+                 RETURNING {SESSION_COLUMNS}"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map((id, owner), session_from_row)?;
+            rows.collect()
+        }
+        Change::DeleteUserSessions { user } => delete_user_sessions(tx, user),
+        Change::CutOff { user, at } => {
+            // max(): a late or replayed logout must not reopen tokens a newer one closed.
+            let sql = format!(
+                "INSERT INTO {USER_STATUS} (user_id, logged_out_at) VALUES (?1, ?2)
+                 ON CONFLICT (user_id)
+                 DO UPDATE SET logged_out_at = max(logged_out_at, excluded.logged_out_at)"
+            );
+            tx.prepare_cached(&sql)?.execute((user, at))?;
+            // The exceptions captured before this cut-off die with it.
+            delete_user_sessions(tx, user)
+        }
+    }
+}
+
+fn delete_user_sessions(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<Vec<Session>> {
+    let sql = format!("DELETE FROM {VALID_TOKEN} WHERE user_id = ?1 RETURNING {SESSION_COLUMNS}");
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let rows = stmt.query_map([user], session_from_row)?;
+    rows.collect()
+}
+
+/// Appends a feed row inside the revocation's transaction; returns its `seq`.
+fn append_log(tx: &Transaction<'_>, entry: &LogEntry) -> rusqlite::Result<i64> {
+    let sql = format!(
+        "INSERT INTO {REVOCATION_LOG} ({LOG_INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         RETURNING seq"
+    );
+    tx.prepare_cached(&sql)?.query_row(
+        (
+            crate::jwt::now_ms(),
+            entry.kind.as_str(),
+            &entry.user_id,
+            entry.token_hash,
+            &entry.session_id,
+            entry.by.as_str(),
+        ),
+        |r| r.get(0),
+    )
+}
+
+/// Reads a [`FeedRow`] selected with [`FEED_COLUMNS`]. The text and blob columns are
+/// read leniently (a damaged value becomes one the reader refuses to trust), so that one
+/// bad row cannot stop the feed for good.
+fn feed_row(row: &Row<'_>) -> rusqlite::Result<FeedRow> {
+    let text = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(match row.get_ref(i)? {
+            ValueRef::Null => None,
+            ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            _ => Some(String::new()),
+        })
+    };
+    let token_hash = match row.get_ref(4)? {
+        ValueRef::Null => None,
+        ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => Some(Vec::new()),
+    };
+    Ok(FeedRow {
+        seq: row.get(0)?,
+        at_ms: row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+        kind: text(2)?.unwrap_or_default(),
+        user_id: text(3)?.unwrap_or_default(),
+        token_hash,
+        session_id: text(5)?,
+        by: text(6)?.unwrap_or_default(),
+    })
 }
 
 impl ToSql for TokenHash {
@@ -449,17 +502,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// The schema version recorded in the file.
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
-}
-
-/// Refuses a schema written by a newer tokengate: its rows may mean something else.
-fn check_version(found: i64) -> Result<(), StoreError> {
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
 }
 
 /// Applies the missing migrations and records the new version, all in one transaction:
@@ -545,6 +587,8 @@ mod tests {
             "invalid_token",
             "invalid_token_expires_at",
             "invalid_token_user_id",
+            "revocation_log",
+            "revocation_log_at_ms",
             "user_status",
             "user_status_logged_out_at",
             "valid_token",
@@ -598,6 +642,43 @@ mod tests {
                 format!("cannot open database {}: {cause}", path.display())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute(
+                "INSERT INTO valid_token VALUES (?1, 's1', 'alice', 1, 4102444800, 1, NULL, NULL)",
+                [TokenHash([7; 32])],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.read(user_version).unwrap(), SCHEMA_VERSION);
+        let kept = store.find_session(TokenHash([7; 32])).await.unwrap();
+        assert_eq!(kept.map(|s| s.session_id).as_deref(), Some("s1"));
+        assert_eq!(store.feed_head().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_feed_row_is_read_not_refused() {
+        let (_dir, store) = temp_store();
+        lock(&store.inner.writer)
+            .execute(
+                "INSERT INTO revocation_log (at_ms, kind, user_id, token_hash, session_id, by)
+                 VALUES (1, x'ff', x'00', x'0102', NULL, 'cli')",
+                [],
+            )
+            .unwrap();
+        let rows = store.read_feed(0, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].kind, "", "a non-text kind reads as unknown");
+        assert_eq!(rows[0].token_hash.as_deref(), Some(&[1u8, 2][..]));
     }
 
     #[test]

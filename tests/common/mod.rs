@@ -657,13 +657,65 @@ impl Drop for PgSchema {
 
 impl Gate {
     /// tokengate with the default config and `strategy`, on the PostgreSQL store at
-    /// `postgres_url` (e.g. a [`PgSchema::url`]; several gates on one URL are replicas).
-    pub async fn start_pg(backend: &Backend, strategy: &str, postgres_url: &str) -> Gate {
+    /// `postgres_url` (e.g. a [`PgSchema::url`]; several gates on one URL are replicas),
+    /// with the verdict cache off: every request reads the store.
+    pub async fn start_pg_uncached(backend: &Backend, strategy: &str, postgres_url: &str) -> Gate {
         let store = format!("backend = \"postgres\"\npostgres_url = \"{postgres_url}\"");
         let config = DEFAULT_CONFIG
             .replace("{strategy}", strategy)
             .replace("sqlite_path = \"{db}\"", &store);
-        assert!(config.contains("postgres_url"), "DEFAULT_CONFIG changed");
+        let config = format!("{config}\n[cache]\nenabled = false\n");
         Gate::start_config(backend, &config).await
+    }
+}
+
+/// A TCP relay in front of the PostgreSQL server that can be cut, like a network
+/// partition between one replica and the database, and restored.
+pub struct Relay {
+    pub addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let base: tokio_postgres::Config = pg_url().parse().unwrap();
+        let server = match &base.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => {
+                format!("{host}:{}", base.get_ports().first().unwrap_or(&5432))
+            }
+            other => panic!("the relay needs a TCP server, not {other:?}"),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, watching) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut up = watching.clone();
+                if !*up.borrow() {
+                    continue; // dropped: the connection is reset at once
+                }
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(server).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, up }
+    }
+
+    /// Cuts every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
     }
 }

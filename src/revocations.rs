@@ -1,0 +1,134 @@
+//! The one door for revocations, session lists and prunes.
+//!
+//! Every way of ending a token (`/logout`, `/logout-all`, `DELETE /sessions/{id}`, the
+//! admin API, `tokengate tokens revoke`) calls [`Revocations::revoke`] with what it ends
+//! and who asks ([`Actor`]). Here, and only here, the strategy picks the rows
+//! ([`crate::strategy::Strategy::plan`]), the store changes them and appends the feed
+//! row in one transaction, this process's verdict cache forgets the token or user at once
+//! (other processes learn it from the feed, [`crate::feed`]), the metric is counted and
+//! the audit line is written. Listing and pruning sessions come through here too, so
+//! that "this strategy keeps no sessions" is decided once.
+
+use std::sync::Arc;
+
+use crate::cache::VerdictCache;
+use crate::metrics::Metrics;
+use crate::store::{Actor, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError};
+use crate::strategy::{Strategy, StrategyKind, Target};
+
+/// Rows deleted per prune transaction, so that the request path never waits long.
+pub const PRUNE_BATCH: u32 = 500;
+
+/// Why a revocation or a session list could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// Sessions by id exist only under the allowlist.
+    #[error("the {0} strategy keeps no session list")]
+    NoSessions(StrategyKind),
+    /// No session with that id (or not the caller's: the same answer, so ids cannot be
+    /// probed).
+    #[error("no such session")]
+    NoSuchSession,
+    /// The store failed; nothing may be assumed revoked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The revocation door: the strategy, the verdict cache and the metrics it keeps in step.
+#[derive(Clone)]
+pub struct Revocations {
+    strategy: Strategy,
+    cache: Arc<VerdictCache>,
+    metrics: Arc<Metrics>,
+    log_retention_ms: i64,
+}
+
+impl Revocations {
+    /// The door for a strategy; `log_retention_ms` is how long feed rows are kept.
+    pub fn new(
+        strategy: Strategy,
+        cache: Arc<VerdictCache>,
+        metrics: Arc<Metrics>,
+        log_retention_ms: i64,
+    ) -> Revocations {
+        Revocations {
+            strategy,
+            cache,
+            metrics,
+            log_retention_ms,
+        }
+    }
+
+    /// Ends `target` on behalf of `by`; durable (and refused by this process) when it
+    /// returns.
+    pub async fn revoke(&self, target: Target<'_>, by: Actor) -> Result<Revoked, RevokeError> {
+        let (change, kind) = self
+            .strategy
+            .plan(&target)
+            .ok_or(RevokeError::NoSessions(self.strategy.kind()))?;
+        let user = change.user().map(str::to_owned);
+        let revocation = Revocation { change, kind, by };
+        let revoked = self.strategy.store().revoke(revocation).await?;
+        let Some(seq) = revoked.seq else {
+            return Err(RevokeError::NoSuchSession);
+        };
+        let user = user
+            .or_else(|| revoked.sessions.first().map(|s| s.user_id.clone()))
+            .unwrap_or_default();
+        match target {
+            Target::Token(token) => self.cache.forget_token(token.hash),
+            Target::Session { .. } => {
+                for session in &revoked.sessions {
+                    self.cache.forget_token(session.token_hash);
+                }
+            }
+            Target::User(_) => self.cache.forget_user(&user),
+        }
+        self.metrics.revocation(kind.as_str(), by.as_str());
+        let sessions: Vec<&str> = revoked
+            .sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect();
+        let token = match target {
+            Target::Token(token) => token.hash.short(),
+            _ => String::from("-"),
+        };
+        tracing::info!(
+            action = target.action(),
+            kind = kind.as_str(),
+            user = %user,
+            ?sessions,
+            token = %token,
+            by = by.as_str(),
+            seq,
+            "revoked"
+        );
+        Ok(revoked)
+    }
+
+    /// A user's live sessions, newest first.
+    pub async fn sessions(&self, user: &str) -> Result<Vec<Session>, RevokeError> {
+        if !self.strategy.keeps_sessions() {
+            return Err(RevokeError::NoSessions(self.strategy.kind()));
+        }
+        Ok(self
+            .strategy
+            .store()
+            .list_sessions(user, crate::jwt::now())
+            .await?)
+    }
+
+    /// Deletes rows that can no longer matter: expired tokens, and feed rows past
+    /// `store.revocation_log_days`. Cut-offs are kept: without a bound on token
+    /// lifetimes, an old cut-off may still be what refuses a long-lived token.
+    pub async fn prune(&self) -> Result<PruneReport, StoreError> {
+        let bounds = PruneBounds {
+            now: crate::jwt::now(),
+            cutoff_horizon: i64::MIN,
+            log_horizon_ms: crate::jwt::now_ms().saturating_sub(self.log_retention_ms),
+            batch: PRUNE_BATCH,
+        };
+        self.strategy.store().prune(bounds).await
+    }
+}
