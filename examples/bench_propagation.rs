@@ -116,7 +116,9 @@ struct Sample {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.revoke {
-        Door::Logout if args.logout_proxy.is_none() => bail!("--revoke logout needs --logout-proxy"),
+        Door::Logout if args.logout_proxy.is_none() => {
+            bail!("--revoke logout needs --logout-proxy")
+        }
         Door::Cli if args.tokengate.is_none() || args.config.is_none() => {
             bail!("--revoke cli needs --tokengate and --config")
         }
@@ -156,7 +158,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         if status != StatusCode::CREATED {
-            bail!("POST /admin/tokens answered {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "POST /admin/tokens answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         let session_id = serde_json::from_slice::<serde_json::Value>(&body)?
             .pointer("/session/id")
@@ -172,7 +177,10 @@ async fn main() -> anyhow::Result<()> {
                 break;
             }
             if Instant::now() > warm_deadline {
-                bail!("a registered token is still refused ({status}) on {} after {timeout:?}", args.check);
+                bail!(
+                    "a registered token is still refused ({status}) on {} after {timeout:?}",
+                    args.check
+                );
             }
         }
         for _ in 0..args.warm_extra {
@@ -186,10 +194,21 @@ async fn main() -> anyhow::Result<()> {
         let acked = match args.revoke {
             Door::Logout => {
                 let proxy = args.logout_proxy.expect("checked");
-                let (status, body) = send(&client, Method::POST, proxy, "/logout", Some(&token), Bytes::new()).await?;
+                let (status, body) = send(
+                    &client,
+                    Method::POST,
+                    proxy,
+                    "/logout",
+                    Some(&token),
+                    Bytes::new(),
+                )
+                .await?;
                 let acked = Instant::now();
                 if status != StatusCode::NO_CONTENT {
-                    bail!("POST /logout answered {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "POST /logout answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
                 acked
             }
@@ -226,13 +245,21 @@ async fn main() -> anyhow::Result<()> {
             let elapsed = acked.elapsed();
             match status {
                 StatusCode::UNAUTHORIZED => {
-                    break Sample { ms: elapsed.as_secs_f64() * 1e3, stale, refused: true };
+                    break Sample {
+                        ms: elapsed.as_secs_f64() * 1e3,
+                        stale,
+                        refused: true,
+                    };
                 }
                 StatusCode::OK => stale += 1,
                 other => bail!("while waiting for the refusal: {other}"),
             }
             if elapsed > timeout {
-                break Sample { ms: elapsed.as_secs_f64() * 1e3, stale, refused: false };
+                break Sample {
+                    ms: elapsed.as_secs_f64() * 1e3,
+                    stale,
+                    refused: false,
+                };
             }
         };
         samples.push(sample);

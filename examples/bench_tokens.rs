@@ -184,7 +184,10 @@ fn encoding_key(alg: Algorithm, args: &Args) -> anyhow::Result<EncodingKey> {
             Ok(EncodingKey::from_secret(secret.as_bytes())?)
         }
         _ => {
-            let path = args.key_file.as_ref().context("this algorithm needs --key-file")?;
+            let path = args
+                .key_file
+                .as_ref()
+                .context("this algorithm needs --key-file")?;
             let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
             Ok(match alg {
                 RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => EncodingKey::from_rsa_pem(&pem)?,
@@ -261,12 +264,13 @@ enum Sink {
     },
 }
 
-const COLUMNS: &str = "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
+const COLUMNS: &str =
+    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
 
 impl Sink {
     fn sqlite(path: &std::path::Path) -> anyhow::Result<Sink> {
-        let conn = rusqlite::Connection::open(path)
-            .with_context(|| format!("open {}", path.display()))?;
+        let conn =
+            rusqlite::Connection::open(path).with_context(|| format!("open {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let exists: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'valid_token'",

@@ -317,6 +317,46 @@ async fn the_feed_and_cache_metrics_are_exported() {
     );
 }
 
+/// A feed that cannot be read (its table gone) is counted, makes the cache stale, and
+/// from then on every request goes to the store: cached verdicts are bypassed, never
+/// trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_feed_bypasses_the_cache() {
+    let backend = Backend::start().await;
+    let gate = gate(&backend, "allowlist").await;
+    let token = login(&gate, "alice").await;
+    warm(&gate, &token).await;
+    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
+    conn.execute_batch("DROP TABLE revocation_log").unwrap();
+    eventually("the feed error is counted", || {
+        gate.app.metrics.feed_errors_count() > 0
+    })
+    .await;
+    tokio::time::sleep(BOUND).await;
+    assert!(!gate.app.cache.is_current());
+    let hits = gate.app.metrics.cache_hits.get();
+    // The store still knows the token: it passes, but from the store.
+    assert_eq!(call(&gate, &token).await, 200);
+    assert_eq!(
+        gate.app.metrics.cache_hits.get(),
+        hits,
+        "no hit while stale"
+    );
+    let text = get(&format!("http://{}/metrics", gate.admin), &[]).await;
+    let text = String::from_utf8_lossy(&text.body).to_string();
+    assert!(text.contains("tokengate_feed_stale 1"), "{text}");
+    // And a revocation made now, by another process, is refused at once.
+    let config = cli_config(&gate, "allowlist");
+    let out = Command::new(BIN)
+        .args(["tokens", "revoke", "--user", "alice", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    // The CLI cannot append its feed row either: the revocation fails as a whole.
+    assert!(!out.status.success());
+    assert_eq!(call(&gate, &token).await, 200, "nothing was revoked");
+}
+
 // ---- PostgreSQL: replicas, a killed listener, an outage ----
 
 async fn pg_gate(backend: &Backend, strategy: &str, url: &str) -> Gate {
