@@ -101,11 +101,7 @@ fn main() -> anyhow::Result<()> {
     }
     let users = args.users.unwrap_or(args.count / 10).max(1);
     let file_count = args.file_count.unwrap_or(args.count).min(args.count);
-    let stride = if file_count == 0 {
-        usize::MAX
-    } else {
-        args.count / file_count
-    };
+    let stride = args.count.checked_div(file_count).unwrap_or(usize::MAX);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;

@@ -4,13 +4,15 @@
 //! token is read from the response (a JSON field, a header or a `Set-Cookie`), and the
 //! caller ([`crate::gate`]) verifies and stores it before the response goes back
 //! unchanged. This module owns the reading: where the token is, and how much of a body
-//! may be read to find it ([`MAX_CAPTURE_BODY`]).
+//! may be read to find it ([`MAX_CAPTURE_BODY`]). On a refresh route (SPEC §15) it also
+//! reads the refresh token the *request* presents ([`take_presented`], a body of at most
+//! [`MAX_PRESENTED_BODY`]).
 
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, SET_COOKIE};
-use http::Response;
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 
 use crate::body::{Body, Prefixed};
@@ -18,6 +20,10 @@ use crate::body::{Body, Prefixed};
 /// The most of a JSON response read to find a token; beyond it the response passes
 /// through untouched and nothing is captured.
 pub const MAX_CAPTURE_BODY: usize = 1024 * 1024;
+
+/// The most of a refresh request's body read to find the presented refresh token; a
+/// larger body is refused (SPEC §15).
+pub const MAX_PRESENTED_BODY: usize = 64 * 1024;
 
 /// Where a capture route's response carries the issued token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +109,132 @@ pub async fn take_token(
     source: &CaptureSource,
     response: Response<Body>,
 ) -> (Response<Body>, Result<String, CaptureMiss>) {
+    let (response, mut found) = take_tokens(std::slice::from_ref(source), response).await;
+    (response, found.pop().unwrap_or(Err(CaptureMiss::NotFound)))
+}
+
+/// Reads several tokens out of one 2xx response (an access token and the refresh token
+/// issued with it), the body at most once; one result per source, in order.
+pub async fn take_tokens(
+    sources: &[CaptureSource],
+    response: Response<Body>,
+) -> (Response<Body>, Vec<Result<String, CaptureMiss>>) {
+    let needs_body = sources.iter().any(|s| matches!(s, CaptureSource::Json(_)));
+    let (response, body) = if needs_body {
+        read_json_body(response).await
+    } else {
+        (response, Err(CaptureMiss::NotFound))
+    };
+    let found = sources
+        .iter()
+        .map(|source| match source {
+            CaptureSource::Json(pointer) => body.clone().and_then(|b| from_json(&b, pointer)),
+            _ => from_headers(source, response.headers()),
+        })
+        .collect();
+    (response, found)
+}
+
+/// Reads the refresh token a request presents, without consuming it: the request comes
+/// back whole (its body re-assembled if it had to be read) with the token or why there
+/// is none. `json:<pointer>` reads a JSON body, or a form-encoded one
+/// (`application/x-www-form-urlencoded`), where the pointer names the field
+/// (`json:/refresh` is the field `refresh`); `header:NAME` a request header (optionally
+/// `Bearer `); `cookie:NAME` a cookie of the request.
+pub async fn take_presented(
+    source: &CaptureSource,
+    request: Request<Body>,
+) -> (Request<Body>, Result<String, CaptureMiss>) {
     match source {
-        CaptureSource::Json(pointer) => from_json_body(pointer, response).await,
-        _ => {
-            let token = from_headers(source, response.headers());
-            (response, token)
+        CaptureSource::Header(name) => {
+            let token = from_header(request.headers(), name);
+            (request, token)
+        }
+        CaptureSource::Cookie(name) => {
+            let token = from_cookie_header(request.headers(), name);
+            (request, token)
+        }
+        CaptureSource::Json(pointer) => {
+            let form = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                });
+            let pointer = pointer.clone();
+            let (parts, body) = request.into_parts();
+            let Some(bytes) = collect_limited(body).await else {
+                // Too large or broken: nothing can be forwarded faithfully either.
+                let request = Request::from_parts(parts, crate::body::empty());
+                return (request, Err(CaptureMiss::TooLarge));
+            };
+            let token = if form {
+                from_form(&bytes, pointer.trim_start_matches('/'))
+            } else {
+                from_json(&bytes, &pointer)
+            };
+            (Request::from_parts(parts, crate::body::full(bytes)), token)
         }
     }
+}
+
+/// A request body of at most [`MAX_PRESENTED_BODY`], whole; `None` when it is larger or
+/// broke off.
+async fn collect_limited(mut body: Body) -> Option<Bytes> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.ok()?.data_ref() {
+            buffer.extend_from_slice(data);
+        }
+        if buffer.len() > MAX_PRESENTED_BODY {
+            return None;
+        }
+    }
+    Some(buffer.freeze())
+}
+
+/// A field of a form-encoded body (`a=1&b=2`, `+` for space, `%XX` escapes); two
+/// fields of that name are ambiguous.
+fn from_form(body: &[u8], field: &str) -> Result<String, CaptureMiss> {
+    let text = std::str::from_utf8(body).map_err(|_| CaptureMiss::NotFound)?;
+    let mut found = None;
+    for pair in text.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(name) != field {
+            continue;
+        }
+        if found.is_some() {
+            return Err(CaptureMiss::Ambiguous);
+        }
+        found = Some(form_decode(value));
+    }
+    non_empty(&found.ok_or(CaptureMiss::NotFound)?)
+}
+
+fn form_decode(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    String::from_utf8_lossy(&crate::gate::percent_decode(&spaced)).into_owned()
+}
+
+/// A cookie of a request's `Cookie` headers; two of that name are ambiguous.
+fn from_cookie_header(headers: &HeaderMap, name: &str) -> Result<String, CaptureMiss> {
+    let mut found = None;
+    for value in headers.get_all(COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse(text).flatten() {
+            if cookie.name() != name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(CaptureMiss::Ambiguous);
+            }
+            found = Some(cookie.value().to_string());
+        }
+    }
+    non_empty(&found.ok_or(CaptureMiss::NotFound)?)
 }
 
 /// Finds the token in response headers, for the `header:` and `cookie:` sources.
@@ -171,10 +296,9 @@ pub fn from_json(body: &[u8], pointer: &str) -> Result<String, CaptureMiss> {
     }
 }
 
-async fn from_json_body(
-    pointer: &str,
-    response: Response<Body>,
-) -> (Response<Body>, Result<String, CaptureMiss>) {
+/// Reads a response body of at most [`MAX_CAPTURE_BODY`]; the response comes back whole
+/// either way.
+async fn read_json_body(response: Response<Body>) -> (Response<Body>, Result<Bytes, CaptureMiss>) {
     let declared = response
         .headers()
         .get(CONTENT_LENGTH)
@@ -213,8 +337,10 @@ async fn from_json_body(
         }
     }
     let bytes = buffer.freeze();
-    let token = from_json(&bytes, pointer);
-    (Response::from_parts(parts, crate::body::full(bytes)), token)
+    (
+        Response::from_parts(parts, crate::body::full(bytes.clone())),
+        Ok(bytes),
+    )
 }
 
 #[cfg(test)]
@@ -279,6 +405,51 @@ mod tests {
         assert_eq!(from_header(&h, &name), Ok("abc".into()));
         h.insert(&name, HeaderValue::from_static("abc"));
         assert_eq!(from_header(&h, &name), Ok("abc".into()));
+    }
+
+    #[test]
+    fn form_fields_are_decoded_and_must_be_single() {
+        assert_eq!(
+            from_form(b"a=1&refresh=x%2Ey+z", "refresh"),
+            Ok("x.y z".into())
+        );
+        assert_eq!(
+            from_form(b"refresh=a&refresh=b", "refresh"),
+            Err(CaptureMiss::Ambiguous)
+        );
+        assert_eq!(from_form(b"other=a", "refresh"), Err(CaptureMiss::NotFound));
+        assert_eq!(
+            from_form(b"refresh=", "refresh"),
+            Err(CaptureMiss::NotFound)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_presented_token_is_read_and_the_request_kept_whole() {
+        let source = CaptureSource::Json("/refresh".into());
+        let body = br#"{"refresh":"r1"}"#.to_vec();
+        let request = Request::new(crate::body::full(body.clone()));
+        let (request, token) = take_presented(&source, request).await;
+        assert_eq!(token, Ok("r1".into()));
+        let kept = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(kept, body);
+        let mut form = Request::new(crate::body::full(&b"refresh=r2"[..]));
+        form.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        assert_eq!(take_presented(&source, form).await.1, Ok("r2".into()));
+        let big = Request::new(crate::body::full(vec![b' '; MAX_PRESENTED_BODY + 1]));
+        assert_eq!(
+            take_presented(&source, big).await.1,
+            Err(CaptureMiss::TooLarge)
+        );
+        let mut cookie = Request::new(crate::body::empty());
+        cookie
+            .headers_mut()
+            .insert(COOKIE, HeaderValue::from_static("a=1; refresh=r3"));
+        let source = CaptureSource::Cookie("refresh".into());
+        assert_eq!(take_presented(&source, cookie).await.1, Ok("r3".into()));
     }
 
     #[tokio::test]

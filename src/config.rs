@@ -245,6 +245,8 @@ pub mod raw {
         #[serde(default = "default_capture_method")]
         pub method: String,
         pub from: String,
+        pub refresh_token: Option<String>,
+        pub presents: Option<String>,
     }
 
     fn default_capture_method() -> String {
@@ -396,6 +398,12 @@ pub struct CaptureRoute {
     pub method: Method,
     /// Where the issued token is in the response.
     pub from: CaptureSource,
+    /// Where the response carries a refresh token issued with it, if it does
+    /// (`refresh_token`, SPEC §15).
+    pub refresh_token: Option<CaptureSource>,
+    /// Where the request presents a refresh token, on a refresh route (`presents`): the
+    /// route then forwards only a live refresh token.
+    pub presents: Option<CaptureSource>,
 }
 
 /// Which database holds the store.
@@ -515,6 +523,21 @@ impl Config {
             .enumerate()
             .map(|(i, c)| capture_route(i, c))
             .collect::<Result<Vec<_>, _>>()?;
+        // Only the first of two entries for one route would ever be used.
+        for (i, c) in capture.iter().enumerate() {
+            if let Some(j) = capture[..i]
+                .iter()
+                .position(|d| d.path == c.path && d.method == c.method)
+            {
+                return Err(ConfigError::new(
+                    format!("capture[{i}].path"),
+                    format!(
+                        "{} {} is already capture[{j}]; one entry per route (use refresh_token for a second token)",
+                        c.method, c.path
+                    ),
+                ));
+            }
+        }
         let store = store(&raw.store, base)?;
         let routes = routes(&raw.routes, &capture)?;
         let forward = forward(&raw.forward)?;
@@ -877,10 +900,33 @@ fn capture_route(index: usize, raw: &raw::Capture) -> Result<CaptureRoute, Confi
         )
     })?;
     let from = CaptureSource::parse(&raw.from).map_err(|e| ConfigError::new(key("from"), e))?;
+    let optional = |name: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| CaptureSource::parse(t).map_err(|e| ConfigError::new(key(name), e)))
+            .transpose()
+    };
+    let refresh_token = optional("refresh_token", &raw.refresh_token)?;
+    let presents = optional("presents", &raw.presents)?;
+    if let Some(CaptureSource::Json(pointer)) = &presents {
+        if pointer.is_empty() {
+            return Err(ConfigError::new(
+                key("presents"),
+                "json: needs a pointer to the field that holds the refresh token",
+            ));
+        }
+    }
+    if refresh_token.as_ref() == Some(&from) {
+        return Err(ConfigError::new(
+            key("refresh_token"),
+            "must differ from capture.from: one place cannot hold both tokens",
+        ));
+    }
     Ok(CaptureRoute {
         path: raw.path.clone(),
         method,
         from,
+        refresh_token,
+        presents,
     })
 }
 

@@ -32,7 +32,7 @@ use crate::extract::{extract, ExtractError};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::proxy::{request_id, UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
-use crate::store::{Actor, Session, StoreError};
+use crate::store::{Actor, Session, StoreError, TokenKind};
 use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
 
 /// Why a request is answered by tokengate itself instead of the backend.
@@ -507,8 +507,11 @@ fn session_refusal(e: RevokeError) -> Refusal {
     }
 }
 
-/// A capture route: forwarded without authentication; on 2xx the issued token is read,
-/// verified and stored before the response goes back unchanged.
+/// A capture route: forwarded without authentication, or, on a refresh route, only with
+/// a live refresh token (SPEC §15); on 2xx the issued token, and the refresh token
+/// issued with it, are read, verified and stored before the response goes back
+/// unchanged. What a refresh issues joins the presented token's session, and a rotated
+/// refresh token replaces the presented one.
 async fn capture(
     app: &App,
     peer: SocketAddr,
@@ -527,42 +530,148 @@ async fn capture(
             app.headers.is_trusted(peer.ip().to_canonical()),
         )),
     };
+    let (request, presented) = match route.presents.clone() {
+        Some(source) => {
+            let (request, presented) = presented_refresh(app, &source, request).await?;
+            (request, Some(presented))
+        }
+        None => (request, None),
+    };
     let response = forward(app, request).await?;
     if !response.status().is_success() {
         return Ok(("capture_passthrough", response));
     }
-    let (response, token) = capture::take_token(&route.from, response).await;
-    let raw = match token {
+    let sources: Vec<capture::CaptureSource> = std::iter::once(route.from.clone())
+        .chain(route.refresh_token.clone())
+        .collect();
+    let (response, mut found) = capture::take_tokens(&sources, response).await;
+    let refresh = if route.refresh_token.is_some() {
+        found.pop()
+    } else {
+        None
+    };
+    let access = found.pop().unwrap_or(Err(capture::CaptureMiss::NotFound));
+    let joins = presented.as_ref().and_then(|p| p.session_id.clone());
+    let Some(session) =
+        admit_captured(app, route, &meta, access, TokenKind::Access, joins.clone()).await
+    else {
+        return Ok(("capture_failed", response));
+    };
+    if let Some(raw) = refresh {
+        let session = session.or(joins);
+        let stored = admit_captured(app, route, &meta, raw, TokenKind::Refresh, session).await;
+        if let (Some(_), Some(old)) = (stored, &presented) {
+            // Rotation: the presented refresh token is spent.
+            if let Err(e) = app
+                .revocations
+                .revoke(Target::Replaced(&old.token), Actor::User)
+                .await
+            {
+                tracing::error!(route = %route.path, user = %old.token.user, cause = %e, "the rotated-away refresh token could not be revoked");
+            }
+        }
+    }
+    Ok(("captured", response))
+}
+
+/// The refresh token a refresh route's request presents, verified and live.
+struct Presented {
+    token: VerifiedToken,
+    /// Its session, joined by what the refresh issues.
+    session_id: Option<String>,
+}
+
+/// Reads, verifies and checks the refresh token a request presents; a request without
+/// a live one is refused and never reaches the backend.
+async fn presented_refresh(
+    app: &App,
+    source: &capture::CaptureSource,
+    request: Request<Body>,
+) -> Result<(Request<Body>, Presented), Refusal> {
+    let (request, raw) = capture::take_presented(source, request).await;
+    let raw = match raw {
         Ok(raw) => raw,
         Err(miss) => {
-            app.metrics.capture(miss.label());
-            tracing::warn!(route = %route.path, source = %route.from, cause = %miss, "capture failed");
-            return Ok(("capture_failed", response));
+            tracing::debug!(source = %source, cause = %miss, "refresh route: no refresh token presented");
+            return Err(Refusal::NoToken);
         }
     };
-    let token = match app.config.verifier.verify(&raw) {
-        Ok(token) => token,
-        Err(e) => {
-            app.metrics.capture("invalid");
-            tracing::warn!(route = %route.path, cause = %e, "capture failed: the issued token does not verify");
-            return Ok(("capture_failed", response));
+    let token = app.config.verifier.verify(&raw)?;
+    match app.strategy.check_as(&token, TokenKind::Refresh).await? {
+        Liveness::Live(session) => Ok((
+            request,
+            Presented {
+                session_id: session.map(|s| s.session_id),
+                token,
+            },
+        )),
+        Liveness::Dead(reason) => {
+            tracing::debug!(user = %token.user, token = %token.hash.short(), ?reason, "refresh token not live");
+            Err(Refusal::NotLive(reason))
         }
-    };
-    match app.strategy.admit(&token, meta).await {
-        Ok(session) => {
-            app.metrics.capture("stored");
-            tracing::info!(
-                user = %token.user,
-                session = session.as_ref().map(|s| s.session_id.as_str()).unwrap_or("-"),
-                token = %token.hash.short(),
-                "token captured"
-            );
-            Ok(("captured", response))
-        }
-        Err(e) => {
-            app.metrics.capture("store_error");
-            tracing::error!(route = %route.path, user = %token.user, cause = %e, "capture failed: the token was not stored");
-            Ok(("capture_failed", response))
+    }
+}
+
+/// Stores one captured token, verified like a request's token; `None` when it was not
+/// stored (logged and counted; the response still goes back), else the session it went
+/// into (`Some(None)`: verified, and the strategy needs no row).
+async fn admit_captured(
+    app: &App,
+    route: &CaptureRoute,
+    meta: &SessionMeta,
+    found: Result<String, capture::CaptureMiss>,
+    kind: TokenKind,
+    session_id: Option<String>,
+) -> Option<Option<String>> {
+    {
+        let refresh = kind == TokenKind::Refresh;
+        let label = move |access: &'static str, refresh_label: &'static str| -> &'static str {
+            if refresh {
+                refresh_label
+            } else {
+                access
+            }
+        };
+        let raw = match found {
+            Ok(raw) => raw,
+            Err(miss) => {
+                app.metrics
+                    .capture(label(miss.label(), "refresh_not_found"));
+                tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %miss, "capture failed");
+                return None;
+            }
+        };
+        let token = match app.config.verifier.verify(&raw) {
+            Ok(token) => token,
+            Err(e) => {
+                app.metrics.capture(label("invalid", "refresh_invalid"));
+                tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %e, "capture failed: the issued token does not verify");
+                return None;
+            }
+        };
+        match app
+            .strategy
+            .admit_as(&token, meta.clone(), kind, session_id)
+            .await
+        {
+            Ok(session) => {
+                app.metrics.capture(label("stored", "refresh_stored"));
+                let session = session.map(|s| s.session_id);
+                tracing::info!(
+                    user = %token.user,
+                    kind = kind.as_str(),
+                    session = session.as_deref().unwrap_or("-"),
+                    token = %token.hash.short(),
+                    "token captured"
+                );
+                Some(session)
+            }
+            Err(e) => {
+                app.metrics
+                    .capture(label("store_error", "refresh_store_error"));
+                tracing::error!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the token was not stored");
+                None
+            }
         }
     }
 }

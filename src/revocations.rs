@@ -16,6 +16,26 @@ use crate::metrics::Metrics;
 use crate::store::{Actor, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError};
 use crate::strategy::{Strategy, StrategyKind, Target};
 
+/// Folds rows (newest first) into one entry per session id, in order of each session's
+/// newest row; the entry keeps the login row's metadata, the earliest creation and the
+/// latest expiry.
+fn one_per_session(rows: Vec<Session>) -> Vec<Session> {
+    let mut out: Vec<Session> = Vec::new();
+    for row in rows {
+        match out.iter_mut().find(|s| s.session_id == row.session_id) {
+            Some(session) => {
+                session.expires_at = session.expires_at.max(row.expires_at);
+                if row.created_at <= session.created_at {
+                    let expires_at = session.expires_at;
+                    *session = Session { expires_at, ..row };
+                }
+            }
+            None => out.push(row),
+        }
+    }
+    out
+}
+
 /// Rows deleted per prune transaction, so that the request path never waits long.
 pub const PRUNE_BATCH: u32 = 500;
 
@@ -62,10 +82,16 @@ impl Revocations {
     /// Ends `target` on behalf of `by`; durable (and refused by this process) when it
     /// returns.
     pub async fn revoke(&self, target: Target<'_>, by: Actor) -> Result<Revoked, RevokeError> {
-        let (change, kind) = self
-            .strategy
-            .plan(&target)
-            .ok_or(RevokeError::NoSessions(self.strategy.kind()))?;
+        let Some((change, kind)) = self.strategy.plan(&target) else {
+            return match target {
+                // Nothing to end: the strategy keeps no row for one token.
+                Target::Replaced(_) => Ok(Revoked {
+                    sessions: Vec::new(),
+                    seq: None,
+                }),
+                _ => Err(RevokeError::NoSessions(self.strategy.kind())),
+            };
+        };
         let user = change.user().map(str::to_owned);
         let revocation = Revocation { change, kind, by };
         let revoked = self.strategy.store().revoke(revocation).await?;
@@ -76,7 +102,12 @@ impl Revocations {
             .or_else(|| revoked.sessions.first().map(|s| s.user_id.clone()))
             .unwrap_or_default();
         match target {
-            Target::Token(token) => self.cache.forget_token(token.hash),
+            Target::Token(token) | Target::Replaced(token) => {
+                self.cache.forget_token(token.hash);
+                for session in &revoked.sessions {
+                    self.cache.forget_token(session.token_hash);
+                }
+            }
             Target::Session { .. } => {
                 for session in &revoked.sessions {
                     self.cache.forget_token(session.token_hash);
@@ -91,7 +122,7 @@ impl Revocations {
             .map(|s| s.session_id.as_str())
             .collect();
         let token = match target {
-            Target::Token(token) => token.hash.short(),
+            Target::Token(token) | Target::Replaced(token) => token.hash.short(),
             _ => String::from("-"),
         };
         tracing::info!(
@@ -107,16 +138,19 @@ impl Revocations {
         Ok(revoked)
     }
 
-    /// A user's live sessions, newest first.
+    /// A user's live sessions, one per login (device), most recently used first: the
+    /// rows of one session (its access tokens, refreshed ones included, and its refresh
+    /// token) are shown as one, created at the login and expiring with its last token.
     pub async fn sessions(&self, user: &str) -> Result<Vec<Session>, RevokeError> {
         if !self.strategy.keeps_sessions() {
             return Err(RevokeError::NoSessions(self.strategy.kind()));
         }
-        Ok(self
+        let rows = self
             .strategy
             .store()
             .list_sessions(user, crate::jwt::now())
-            .await?)
+            .await?;
+        Ok(one_per_session(rows))
     }
 
     /// Deletes rows that can no longer matter: expired tokens, and feed rows past

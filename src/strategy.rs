@@ -19,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::jwt::{now, VerifiedToken};
-use crate::store::{Change, RevocationKind, Session, SharedStore, StoreError};
+use crate::store::{Change, RevocationKind, Session, SharedStore, StoreError, TokenKind};
 
 /// The three strategies of SPEC §1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,9 @@ pub enum DeadReason {
     CutOff,
     /// The strategy needs `iat` and the token has none.
     NoIssuedAt,
+    /// A refresh token presented as a bearer token, or an access token presented as a
+    /// refresh token (SPEC §15).
+    WrongKind,
 }
 
 /// Request metadata recorded with a session.
@@ -137,88 +140,128 @@ impl Strategy {
         &self.store
     }
 
-    /// Whether a verified token is live. A store error is returned, never guessed.
+    /// Whether a verified token is live as an access (bearer) token.
     pub async fn check(&self, token: &VerifiedToken) -> Result<Liveness, StoreError> {
-        match self.kind {
-            StrategyKind::Allowlist => Ok(match self.store.find_session(token.hash).await? {
-                Some(session) => Liveness::Live(Some(session)),
+        self.check_as(token, TokenKind::Access).await
+    }
+
+    /// Whether a verified token is live as a token of `kind`. A store error is
+    /// returned, never guessed. The session row comes back when there is one (the
+    /// allowlist row; under the other strategies the row of a captured refresh token or
+    /// of an exception), so that a refresh can join its session.
+    pub async fn check_as(
+        &self,
+        token: &VerifiedToken,
+        kind: TokenKind,
+    ) -> Result<Liveness, StoreError> {
+        if self.kind == StrategyKind::Allowlist {
+            return Ok(match self.store.find_session(token.hash).await? {
+                Some(session) if session.kind == kind => Liveness::Live(Some(session)),
+                Some(_) => Liveness::Dead(DeadReason::WrongKind),
                 None => Liveness::Dead(DeadReason::Unknown),
-            }),
-            StrategyKind::Denylist => {
-                if token.issued_at.is_none() {
-                    return Ok(Liveness::Dead(DeadReason::NoIssuedAt));
-                }
-                if self.store.is_denied(token.hash).await? {
-                    return Ok(Liveness::Dead(DeadReason::Revoked));
-                }
-                self.check_cutoff(token).await
-            }
-            StrategyKind::UserStatus => {
-                if token.issued_at.is_none() {
-                    return Ok(Liveness::Dead(DeadReason::NoIssuedAt));
-                }
-                self.check_cutoff(token).await
-            }
+            });
         }
-    }
-
-    async fn check_cutoff(&self, token: &VerifiedToken) -> Result<Liveness, StoreError> {
-        let iat = token.issued_at.unwrap_or(i64::MIN);
+        let Some(iat) = token.issued_at else {
+            return Ok(Liveness::Dead(DeadReason::NoIssuedAt));
+        };
+        if self.kind == StrategyKind::Denylist && self.store.is_denied(token.hash).await? {
+            return Ok(Liveness::Dead(DeadReason::Revoked));
+        }
+        // A captured refresh token is known by its row: it is never a bearer token.
+        let row = self.store.find_session(token.hash).await?;
+        if row.as_ref().is_some_and(|s| s.kind != kind) {
+            return Ok(Liveness::Dead(DeadReason::WrongKind));
+        }
         match self.store.cutoff(&token.user).await? {
-            Some(cutoff) if iat <= cutoff => {
-                Ok(match self.store.find_session(token.hash).await? {
-                    // Captured after the cut-off: proof of a newer login (see module doc).
-                    Some(session) => Liveness::Live(Some(session)),
-                    None => Liveness::Dead(DeadReason::CutOff),
-                })
-            }
-            _ => Ok(Liveness::Live(None)),
+            // Captured after the cut-off: proof of a newer login (see module doc).
+            Some(cutoff) if iat <= cutoff => Ok(match row {
+                Some(session) => Liveness::Live(Some(session)),
+                None => Liveness::Dead(DeadReason::CutOff),
+            }),
+            _ => Ok(Liveness::Live(row)),
         }
     }
 
-    /// Registers a token learnt by capture or by `tokens add`; returns the session row
-    /// when one was written.
+    /// Registers an access token learnt by capture or by `tokens add` in a new session;
+    /// returns the session row when one was written.
     pub async fn admit(
         &self,
         token: &VerifiedToken,
         meta: SessionMeta,
     ) -> Result<Option<Session>, AdmitError> {
+        self.admit_as(token, meta, TokenKind::Access, None).await
+    }
+
+    /// Registers a token learnt by capture, as a token of `kind`, in
+    /// the session `session_id` when it joins one (a refresh) or a new one; returns the
+    /// row when one was written. Refresh tokens are written under every strategy, so
+    /// that they are known as such (and, under the cut-off strategies, as captured after
+    /// the last cut-off); access tokens under denylist and user-status only as an
+    /// exception to a cut-off.
+    pub async fn admit_as(
+        &self,
+        token: &VerifiedToken,
+        meta: SessionMeta,
+        kind: TokenKind,
+        session_id: Option<String>,
+    ) -> Result<Option<Session>, AdmitError> {
         let session = Session {
             token_hash: token.hash,
-            session_id: new_session_id(),
+            session_id: session_id.unwrap_or_else(new_session_id),
             user_id: token.user.clone(),
             issued_at: token.issued_at,
             expires_at: token.expires_at,
             created_at: now(),
             user_agent: meta.user_agent,
             client_addr: meta.client_addr,
+            kind,
         };
-        match self.kind {
-            StrategyKind::Allowlist => Ok(Some(self.store.insert_session(session).await?)),
-            StrategyKind::Denylist | StrategyKind::UserStatus => {
-                let iat = token.issued_at.ok_or(AdmitError::NoIssuedAt(self.kind))?;
-                match self.store.cutoff(&token.user).await? {
-                    Some(cutoff) if iat <= cutoff => {
-                        Ok(Some(self.store.insert_session(session).await?))
-                    }
-                    _ => Ok(None),
-                }
-            }
+        if self.kind == StrategyKind::Allowlist {
+            return Ok(Some(self.store.insert_session(session).await?));
+        }
+        let iat = token.issued_at.ok_or(AdmitError::NoIssuedAt(self.kind))?;
+        let cut_off = match self.store.cutoff(&token.user).await? {
+            Some(cutoff) => iat <= cutoff,
+            None => false,
+        };
+        if cut_off || kind == TokenKind::Refresh {
+            Ok(Some(self.store.insert_session(session).await?))
+        } else {
+            Ok(None)
         }
     }
 
     /// The rows a revocation changes under this strategy, and what the feed calls it;
-    /// `None` when the strategy keeps no sessions to revoke by id.
+    /// `None` when the strategy has no rows for it (sessions by id outside the
+    /// allowlist; one rotated token under user-status).
     pub fn plan(&self, target: &Target<'_>) -> Option<(Change, RevocationKind)> {
         Some(match (self.kind, target) {
-            // `/logout`
+            // `/logout`: the token's session, its refresh token included.
             (StrategyKind::Allowlist, Target::Token(token)) => (
+                Change::DeleteTokenSession {
+                    hash: token.hash,
+                    user: token.user.clone(),
+                },
+                RevocationKind::Logout,
+            ),
+            // A refresh token rotated away: that one token.
+            (StrategyKind::Allowlist, Target::Replaced(token)) => (
                 Change::DeleteToken {
                     hash: token.hash,
                     user: token.user.clone(),
                 },
                 RevocationKind::Logout,
             ),
+            (StrategyKind::Denylist, Target::Replaced(token)) => (
+                Change::DenyToken {
+                    hash: token.hash,
+                    user: token.user.clone(),
+                    expires_at: token.expires_at,
+                },
+                RevocationKind::Logout,
+            ),
+            // One row per user: no single token can be ended (it dies at the next cut-off).
+            (StrategyKind::UserStatus, Target::Replaced(_)) => return None,
             (StrategyKind::Denylist, Target::Token(token)) => (
                 Change::DenyToken {
                     hash: token.hash,
@@ -259,6 +302,8 @@ pub enum Target<'a> {
     Token(&'a VerifiedToken),
     /// Every token of a user (logout-all).
     User(&'a str),
+    /// A refresh token replaced by a rotated one (SPEC §15).
+    Replaced(&'a VerifiedToken),
     /// One session, by id; only if it is `owner`'s when given.
     Session {
         /// The public session id.
@@ -274,6 +319,7 @@ impl Target<'_> {
         match self {
             Target::Token(_) => "logout",
             Target::User(_) => "logout-all",
+            Target::Replaced(_) => "refresh-rotated",
             Target::Session { .. } => "session",
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokengate::config::StoreBackend;
 use tokengate::store::{
     self, Actor, Change, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session,
-    SharedStore, StoreError, TokenHash,
+    SharedStore, StoreError, TokenHash, TokenKind,
 };
 
 use common::{pg_admin, PgSchema};
@@ -92,6 +92,7 @@ contract!(
     a_session_id_that_matches_nothing_leaves_no_feed_row,
     feed_rows_are_pruned_after_their_horizon,
     a_second_handle_reads_the_first_ones_feed,
+    the_tokens_of_one_session_go_together,
 );
 
 /// The row changes a strategy asks for, each made through [`store::TokenStore::revoke`]
@@ -190,6 +191,7 @@ fn session(n: u8, user: &str, created_at: i64, expires_at: i64) -> Session {
         created_at,
         user_agent: Some("curl/8".to_owned()),
         client_addr: None,
+        kind: TokenKind::Access,
     }
 }
 
@@ -257,6 +259,7 @@ async fn all_fields_round_trip(db: &Db) {
         created_at: -1,
         user_agent: None,
         client_addr: Some("::1".into()),
+        kind: TokenKind::Refresh,
     };
     assert_eq!(store.insert_session(odd.clone()).await.unwrap(), odd);
     assert_eq!(store.find_session(odd.token_hash).await.unwrap(), Some(odd));
@@ -620,6 +623,53 @@ async fn a_second_handle_reads_the_first_ones_feed(db: &Db) {
     assert_eq!(rows[0].kind, "logout_all");
 }
 
+async fn the_tokens_of_one_session_go_together(db: &Db) {
+    let store = db.open().await;
+    // One login: an access token, its refresh token, then a refreshed access token.
+    let mut refresh = session(2, "alice", 1, 500);
+    refresh.session_id = "s1".into();
+    refresh.kind = TokenKind::Refresh;
+    let mut refreshed = session(3, "alice", 2, 200);
+    refreshed.session_id = "s1".into();
+    for s in [
+        session(1, "alice", 1, 100),
+        refresh.clone(),
+        refreshed,
+        session(4, "alice", 3, 100),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    assert_eq!(store.find_session(hash(2)).await.unwrap(), Some(refresh));
+    assert_eq!(
+        store.count_sessions(0).await.unwrap(),
+        2,
+        "two sessions, four rows"
+    );
+    // A logout with any token of the session ends all of its tokens, and only them.
+    let done = store
+        .change(
+            Change::DeleteTokenSession {
+                hash: hash(3),
+                user: "alice".into(),
+            },
+            RevocationKind::Logout,
+        )
+        .await
+        .unwrap();
+    let mut gone: Vec<TokenHash> = done.sessions.iter().map(|s| s.token_hash).collect();
+    gone.sort_by_key(|h| h.0);
+    let mut expected = vec![hash(1), hash(2), hash(3)];
+    expected.sort_by_key(|h| h.0);
+    assert_eq!(gone, expected);
+    assert_eq!(ids(&store, "alice").await, ["s4"]);
+    // The feed names the session, not one token: readers forget the user's tokens.
+    let row = store.read_feed(0, 10).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (row.token_hash, row.session_id.as_deref()),
+        (None, Some("s1"))
+    );
+}
+
 // ---- PostgreSQL only ----
 
 async fn next_signal(
@@ -650,6 +700,7 @@ async fn a_revocation_notifies_every_listener_after_its_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
+    // (Versions 2 and 3 both run: the feed, then `kind` and shared session ids.)
     let db = Db::postgres().await;
     let Db::Postgres(schema) = &db else {
         unreachable!()
@@ -662,7 +713,10 @@ async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
     drop(store);
     // Back to the schema of version 1, as an older tokengate left it.
     let sql = format!(
-        "DROP TABLE {0}.revocation_log; UPDATE {0}.tokengate_schema_version SET version = 1",
+        "DROP TABLE {0}.revocation_log; DROP INDEX {0}.valid_token_session_id;
+         ALTER TABLE {0}.valid_token DROP COLUMN kind;
+         ALTER TABLE {0}.valid_token ADD CONSTRAINT valid_token_session_id_key UNIQUE (session_id);
+         UPDATE {0}.tokengate_schema_version SET version = 1",
         schema.name
     );
     pg_admin().await.batch_execute(&sql).await.unwrap();
@@ -785,6 +839,7 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         ("valid_token", "created_at", "bigint"),
         ("valid_token", "user_agent", "text"),
         ("valid_token", "client_addr", "text"),
+        ("valid_token", "kind", "text"),
     ];
     let expected: Vec<_> = expected
         .iter()
@@ -810,6 +865,7 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
             "revocation_log_at_ms",
             "user_status_logged_out_at",
             "valid_token_expires_at",
+            "valid_token_session_id",
             "valid_token_user_id",
         ]
     );

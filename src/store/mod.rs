@@ -52,7 +52,38 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// One allowlisted token: a session of one user on one device (SPEC §7 `valid_token`).
+/// Which kind of token a `valid_token` row holds (SPEC §15, `valid_token.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A token a request may present as its bearer token.
+    Access,
+    /// A refresh token: only ever accepted on a refresh route, never as a bearer token.
+    Refresh,
+}
+
+impl TokenKind {
+    /// The name stored in the column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+
+    /// The kind a stored value names. Anything but `access` is read as a refresh token,
+    /// so that a row this build does not understand is never a bearer token.
+    pub fn from_stored(text: &str) -> TokenKind {
+        if text == "access" {
+            TokenKind::Access
+        } else {
+            TokenKind::Refresh
+        }
+    }
+}
+
+/// One allowlisted token (SPEC §7 `valid_token`). Every token of one login (its access
+/// tokens, refreshed ones included, and its refresh token) shares the session id: a
+/// session is one user on one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// The row key.
@@ -71,6 +102,8 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The client address of the login request, if known.
     pub client_addr: Option<String>,
+    /// Access or refresh token.
+    pub kind: TokenKind,
 }
 
 /// Who made a revocation (SPEC §9, `revocation_log.by`): the audit trail's actor.
@@ -145,7 +178,15 @@ impl RevocationKind {
 /// and appends the feed row in the same transaction ([`TokenStore::revoke`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Delete the allowlist row of one token.
+    /// Delete every allowlist row of one token's session (its access and refresh
+    /// tokens), or just the token's row when it has no session.
+    DeleteTokenSession {
+        /// The token.
+        hash: TokenHash,
+        /// Its user.
+        user: String,
+    },
+    /// Delete the allowlist row of one token only (a refresh token replaced by rotation).
     DeleteToken {
         /// The token.
         hash: TokenHash,
@@ -188,6 +229,7 @@ impl Change {
     pub fn user(&self) -> Option<&str> {
         match self {
             Change::DeleteToken { user, .. }
+            | Change::DeleteTokenSession { user, .. }
             | Change::DenyToken { user, .. }
             | Change::DeleteUserSessions { user }
             | Change::CutOff { user, .. } => Some(user),
@@ -225,18 +267,25 @@ pub struct LogEntry {
 impl LogEntry {
     /// The feed row of a revocation, given the allowlist rows it deleted; `None` when it
     /// changed nothing at all (a session id that matched no row), so that a miss leaves
-    /// no trace and no invalidation.
+    /// no trace and no invalidation. A row names one token only when one token went;
+    /// when a session of several went, it names the session, and readers forget every
+    /// cached token of the user.
     pub fn of(revocation: &Revocation, deleted: &[Session]) -> Option<LogEntry> {
         let one = deleted.first();
+        let several = deleted.len() > 1;
         let (user_id, token_hash, session_id) = match &revocation.change {
-            Change::DeleteToken { hash, user } | Change::DenyToken { hash, user, .. } => {
-                (user.clone(), Some(*hash), one.map(|s| s.session_id.clone()))
-            }
+            Change::DeleteToken { hash, user }
+            | Change::DeleteTokenSession { hash, user }
+            | Change::DenyToken { hash, user, .. } => (
+                user.clone(),
+                (!several).then_some(*hash),
+                one.map(|s| s.session_id.clone()),
+            ),
             Change::DeleteSession { .. } => {
                 let row = one?;
                 (
                     row.user_id.clone(),
-                    Some(row.token_hash),
+                    (!several).then_some(row.token_hash),
                     Some(row.session_id.clone()),
                 )
             }
@@ -365,10 +414,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// The allowlist row of a token, if it is there.
     fn find_session(&self, hash: TokenHash) -> StoreFuture<'_, Option<Session>>;
 
-    /// A user's sessions not yet expired at `now`, newest first.
+    /// A user's allowlist rows not yet expired at `now`, newest first (several rows may
+    /// share a session).
     fn list_sessions<'a>(&'a self, user: &'a str, now: i64) -> StoreFuture<'a, Vec<Session>>;
 
-    /// How many allowlist rows are not yet expired at `now` (the live-sessions gauge).
+    /// How many sessions have a row not yet expired at `now` (the live-sessions gauge).
     fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64>;
 
     /// Whether a token is listed as revoked (denylist).

@@ -64,7 +64,7 @@ use super::schema::{
 };
 use super::{
     Change, FeedRow, FeedSignal, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session,
-    StoreError, StoreFuture, TokenHash, TokenStore,
+    StoreError, StoreFuture, TokenHash, TokenKind, TokenStore,
 };
 
 /// How many pipelined connections carry single-statement operations.
@@ -136,6 +136,10 @@ const MIGRATIONS: &[&str] = &[
         by         TEXT NOT NULL
     );
     CREATE INDEX revocation_log_at_ms ON revocation_log (at_ms);",
+    // Version 3: `kind`, and session ids shared by the tokens of one login.
+    "ALTER TABLE valid_token DROP CONSTRAINT IF EXISTS valid_token_session_id_key;
+    ALTER TABLE valid_token ADD COLUMN kind TEXT NOT NULL DEFAULT 'access';
+    CREATE INDEX valid_token_session_id ON valid_token (session_id);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -491,6 +495,7 @@ async fn insert_in_transaction(conn: &mut Conn, session: &Session) -> Result<Ses
             &session.created_at,
             &session.user_agent,
             &session.client_addr,
+            &session.kind.as_str(),
         ],
     )
     .await?;
@@ -519,6 +524,9 @@ async fn revoke_in_transaction(
             .collect::<Result<Vec<_>, _>>()
     };
     let deleted = match &revocation.change {
+        Change::DeleteTokenSession { hash, .. } => {
+            sessions(tx.query(&s.delete_token_session, &[&&hash.0[..]]).await?)?
+        }
         Change::DeleteToken { hash, .. } => {
             sessions(tx.query(&s.delete_token, &[&&hash.0[..]]).await?)?
         }
@@ -666,6 +674,7 @@ struct Statements {
     is_denied: Statement,
     cutoff: Statement,
     delete_token: Statement,
+    delete_token_session: Statement,
     deny: Statement,
     delete_session: Statement,
     delete_user_sessions: Statement,
@@ -685,7 +694,7 @@ impl Statements {
         let (ping, insert_session, find_session, list_sessions, count_sessions, is_denied) = tokio::try_join!(
             p("SELECT 1 FROM tokengate_schema_version".to_owned()),
             p(format!(
-                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (token_hash) DO NOTHING"
             )),
             p(format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = $1")),
@@ -695,10 +704,12 @@ impl Statements {
                 "SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE user_id = $1 AND expires_at > $2
                  ORDER BY created_at DESC, session_id COLLATE \"C\""
             )),
-            p(format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > $1")),
+            p(format!(
+                "SELECT count(DISTINCT session_id) FROM {VALID_TOKEN} WHERE expires_at > $1"
+            )),
             p(format!("SELECT EXISTS (SELECT 1 FROM {INVALID_TOKEN} WHERE token_hash = $1)")),
         )?;
-        let (cutoff, delete_token, deny, delete_session, delete_user_sessions, set_cutoff) = tokio::try_join!(
+        let (cutoff, delete_token, deny, delete_session, delete_user_sessions, set_cutoff, delete_token_session) = tokio::try_join!(
             p(format!("SELECT logged_out_at FROM {USER_STATUS} WHERE user_id = $1")),
             p(format!(
                 "DELETE FROM {VALID_TOKEN} WHERE token_hash = $1 RETURNING {SESSION_COLUMNS}"
@@ -719,6 +730,11 @@ impl Statements {
                 "INSERT INTO {USER_STATUS} (user_id, logged_out_at) VALUES ($1, $2)
                  ON CONFLICT (user_id)
                  DO UPDATE SET logged_out_at = GREATEST({USER_STATUS}.logged_out_at, EXCLUDED.logged_out_at)"
+            )),
+            p(format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id IN
+                 (SELECT session_id FROM {VALID_TOKEN} WHERE token_hash = $1)
+                 RETURNING {SESSION_COLUMNS}"
             )),
         )?;
         let (feed_lock, append_log, notify, feed_head, read_feed) = tokio::try_join!(
@@ -748,6 +764,7 @@ impl Statements {
             is_denied,
             cutoff,
             delete_token,
+            delete_token_session,
             deny,
             delete_session,
             delete_user_sessions,
@@ -810,6 +827,7 @@ fn session_from_row(row: &Row) -> Result<Session, QueryError> {
         created_at: row.try_get(5)?,
         user_agent: row.try_get(6)?,
         client_addr: row.try_get(7)?,
+        kind: TokenKind::from_stored(row.try_get(8)?),
     })
 }
 

@@ -20,7 +20,7 @@ pub(super) const REVOCATION_LOG: &str = "revocation_log";
 
 /// The columns of a [`super::Session`], in the order both backends read them.
 pub(super) const SESSION_COLUMNS: &str =
-    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr";
+    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr, kind";
 /// The columns of a [`super::FeedRow`], in the order both backends read them.
 pub(super) const FEED_COLUMNS: &str = "seq, at_ms, kind, user_id, token_hash, session_id, by";
 /// The columns a revocation writes to the feed, after `at_ms` (which each backend fills
@@ -28,8 +28,9 @@ pub(super) const FEED_COLUMNS: &str = "seq, at_ms, kind, user_id, token_hash, se
 pub(super) const LOG_INSERT_COLUMNS: &str = "at_ms, kind, user_id, token_hash, session_id, by";
 
 /// The schema version both backends are at once migrated: 1 is SPEC §7, 2 adds
-/// `revocation_log` (SPEC §9).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// `revocation_log` (SPEC §9), 3 adds `valid_token.kind` and lets the rows of one
+/// session share its id (SPEC §15).
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Refuses a schema written by a newer tokengate: its rows may mean something else.
 pub(super) fn check_version(found: i64) -> Result<(), StoreError> {

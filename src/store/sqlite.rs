@@ -36,7 +36,7 @@ use super::schema::{
 };
 use super::{
     Change, FeedRow, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError,
-    StoreFuture, TokenHash, TokenStore,
+    StoreFuture, TokenHash, TokenKind, TokenStore,
 };
 
 /// How many read connections to keep; reads are short, so a few cover many tasks.
@@ -80,6 +80,28 @@ const MIGRATIONS: &[&str] = &[
         by         TEXT NOT NULL
     );
     CREATE INDEX revocation_log_at_ms ON revocation_log (at_ms);",
+    // Version 3: `kind`, and session ids shared by the tokens of one login (SQLite
+    // cannot drop a UNIQUE constraint: the table is rebuilt, rows kept).
+    "CREATE TABLE valid_token_v3 (
+        token_hash  BLOB PRIMARY KEY,
+        session_id  TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        issued_at   INTEGER,
+        expires_at  INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        user_agent  TEXT,
+        client_addr TEXT,
+        kind        TEXT NOT NULL DEFAULT 'access'
+    );
+    INSERT INTO valid_token_v3
+        (token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr)
+        SELECT token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr
+        FROM valid_token;
+    DROP TABLE valid_token;
+    ALTER TABLE valid_token_v3 RENAME TO valid_token;
+    CREATE INDEX valid_token_user_id ON valid_token (user_id);
+    CREATE INDEX valid_token_expires_at ON valid_token (expires_at);
+    CREATE INDEX valid_token_session_id ON valid_token (session_id);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -222,7 +244,7 @@ impl TokenStore for SqliteStore {
     fn insert_session(&self, session: Session) -> StoreFuture<'_, Session> {
         Box::pin(self.write(move |tx| {
             let insert = format!(
-                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (token_hash) DO NOTHING"
             );
             tx.prepare_cached(&insert)?.execute((
@@ -234,6 +256,7 @@ impl TokenStore for SqliteStore {
                 session.created_at,
                 &session.user_agent,
                 &session.client_addr,
+                session.kind.as_str(),
             ))?;
             // The row as stored: ours, or the one a previous capture of this token wrote.
             let select = format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = ?1");
@@ -271,7 +294,9 @@ impl TokenStore for SqliteStore {
     fn count_sessions(&self, now: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             self.read(|conn| {
-                let sql = format!("SELECT count(*) FROM {VALID_TOKEN} WHERE expires_at > ?1");
+                let sql = format!(
+                    "SELECT count(DISTINCT session_id) FROM {VALID_TOKEN} WHERE expires_at > ?1"
+                );
                 conn.prepare_cached(&sql)?
                     .query_row([now], |r| r.get::<_, i64>(0))
                     .map(|n| n.max(0) as u64)
@@ -364,6 +389,16 @@ impl TokenStore for SqliteStore {
 /// rows deleted.
 fn apply_change(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<Vec<Session>> {
     match change {
+        Change::DeleteTokenSession { hash, .. } => {
+            let sql = format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id IN
+                 (SELECT session_id FROM {VALID_TOKEN} WHERE token_hash = ?1)
+                 RETURNING {SESSION_COLUMNS}"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map([hash], session_from_row)?;
+            rows.collect()
+        }
         Change::DeleteToken { hash, .. } => {
             let sql = format!(
                 "DELETE FROM {VALID_TOKEN} WHERE token_hash = ?1 RETURNING {SESSION_COLUMNS}"
@@ -490,6 +525,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         created_at: row.get(5)?,
         user_agent: row.get(6)?,
         client_addr: row.get(7)?,
+        kind: TokenKind::from_stored(&row.get::<_, String>(8)?),
     })
 }
 
@@ -593,6 +629,7 @@ mod tests {
             "user_status_logged_out_at",
             "valid_token",
             "valid_token_expires_at",
+            "valid_token_session_id",
             "valid_token_user_id",
         ];
         assert_eq!(names, expected);
@@ -618,7 +655,7 @@ mod tests {
         let (_dir, store) = temp_store();
         lock(&store.inner.writer)
             .execute(
-                "INSERT INTO valid_token VALUES (x'0102', 's', 'alice', NULL, 100, 1, NULL, NULL)",
+                "INSERT INTO valid_token VALUES (x'0102', 's', 'alice', NULL, 100, 1, NULL, NULL, 'access')",
                 [],
             )
             .unwrap();

@@ -218,6 +218,28 @@ async fn backend_route(
                 .headers_mut()
                 .insert("x-backend-header", "kept".parse().unwrap());
         }
+        // A simplejwt-shaped pair: login issues access + refresh; refresh rotates both.
+        // Like an unmodified backend, it knows nothing of tokengate's revocations.
+        "/api/token/" | "/api/token/refresh/" => {
+            let user = if path == "/api/token/" {
+                Some(user)
+            } else {
+                presented_refresh_user(&parts.headers, &bytes)
+            };
+            match user {
+                Some(user) => {
+                    let body = json!({
+                        "access": mint(&token_of_type(&user, "access", 300)),
+                        "refresh": mint(&token_of_type(&user, "refresh", 86_400)),
+                    });
+                    *response.body_mut() = Full::new(Bytes::from(body.to_string()));
+                    response
+                        .headers_mut()
+                        .insert("content-type", "application/json".parse().unwrap());
+                }
+                None => *response.status_mut() = StatusCode::UNAUTHORIZED,
+            }
+        }
         "/login-header" => {
             response
                 .headers_mut()
@@ -274,6 +296,38 @@ async fn backend_route(
         }
     }
     Ok(response)
+}
+
+/// Claims of a token of a simplejwt `token_type`, valid for `ttl` seconds.
+pub fn token_of_type(user: &str, token_type: &str, ttl: i64) -> Value {
+    let mut c = claims(user);
+    c["token_type"] = json!(token_type);
+    c["exp"] = json!(now() + ttl);
+    c
+}
+
+/// The user of the refresh token a refresh request presents (JSON `refresh`, or the
+/// form field), read without verifying: the backend trusts its own tokens.
+fn presented_refresh_user(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let token = if form {
+        String::from_utf8_lossy(body)
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("refresh=").map(String::from))?
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("refresh")?
+            .as_str()?
+            .to_string()
+    };
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)
+        .ok()?
+        .claims;
+    (claims.get("token_type")? == "refresh").then(|| claims["sub"].as_str().map(String::from))?
 }
 
 /// The default config: HS256 with [`SECRET`], JSON capture on `/login`, header capture
