@@ -67,10 +67,11 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!lines[0].contains("panicked"), "{}", lines[0]);
 }
 
-/// A `tokengate serve` child process, with its public and admin addresses.
+/// A `tokengate serve` child process, with its public address and its log lines.
 struct Served {
     child: Child,
     addr: SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -99,8 +100,33 @@ impl Served {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Served { child, addr }
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Served { child, addr, logs }
+    }
+
+    /// The first JSON log line with this message, waiting up to 5 s for it.
+    async fn log_line(&self, message: &str) -> Value {
+        for _ in 0..250 {
+            let found = self.logs.lock().unwrap().iter().find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(|v| v["message"] == message)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no log line {message:?} in {:#?}",
+            self.logs.lock().unwrap()
+        );
     }
 
     fn url(&self, path: &str) -> String {
@@ -367,4 +393,38 @@ async fn prune_deletes_expired_rows_and_says_how_many() {
         .query_row("SELECT count(*) FROM valid_token", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
+    let n = now();
+    for (strategy, issued, cause, message) in [
+        (
+            "allowlist",
+            serde_json::json!({"iat": n, "exp": n + 600}),
+            "the token has no string claim \"sub\" (jwt.user_claim)",
+            "capture failed: the issued token does not verify",
+        ),
+        (
+            "denylist",
+            serde_json::json!({"sub": "alice", "exp": n + 600}),
+            "the token has no iat, which the denylist strategy needs",
+            "capture failed: the token was not stored",
+        ),
+    ] {
+        let token = mint(&issued);
+        let backend = Backend::start_with(std::sync::Arc::new(move |_: &str| token.clone())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), backend.addr, "");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "strategy = \"allowlist\"",
+            &format!("strategy = \"{strategy}\""),
+        );
+        std::fs::write(&config, text).unwrap();
+        let served = Served::start(&config);
+        let r = send("POST", &served.url("/login"), &[], "").await;
+        assert_eq!(r.status, 200, "{strategy}: the login response is unchanged");
+        let line = served.log_line(message).await;
+        assert_eq!(line["cause"], cause, "{strategy}: {line}");
+    }
 }
