@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, KeyLoading};
 use crate::revocations::RevokeError;
 use crate::store::Actor;
 use crate::strategy::{SessionMeta, Target};
@@ -134,13 +134,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::CheckConfig => {
-            let config = load(&path)?;
+            let config = load(&path, KeyLoading::Load)?;
             println!("{}: OK\n{}", path.display(), config.summary());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve => serve(load(&path, KeyLoading::Load)?)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Prune => {
-            let app = open(load(&path)?).await?;
+            let app = open(load(&path, KeyLoading::Skip)?).await?;
             let report = app.revocations.prune().await?;
             tracing::info!(
                 valid_token = report.valid_token,
@@ -160,12 +162,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tokens(cmd) => tokens(open(load(&path)?).await?, cmd).await,
+        Command::Tokens(cmd) => {
+            // Only `add` verifies a token; list and revoke work on the store alone.
+            let keys = match cmd {
+                TokensCommand::Add { .. } => KeyLoading::Load,
+                TokensCommand::List { .. } | TokensCommand::Revoke(_) => KeyLoading::Skip,
+            };
+            tokens(open(load(&path, keys)?).await?, cmd).await
+        }
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+fn load(path: &std::path::Path, keys: KeyLoading) -> anyhow::Result<Config> {
+    Ok(Config::load_with(path, keys)?)
 }
 
 async fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {

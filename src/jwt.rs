@@ -182,6 +182,16 @@ impl KeySet {
         KeySet::single(key, algorithms, "an HMAC secret".into())
     }
 
+    /// No keys, for a config loaded without them ([`crate::config::KeyLoading::Skip`]):
+    /// every token is refused as signed by an unknown key.
+    pub fn unloaded() -> KeySet {
+        KeySet {
+            entries: Vec::new(),
+            description: "no keys (not loaded by this command)".into(),
+            by_kid: false,
+        }
+    }
+
     /// A PEM public key (RSA, EC or Ed25519).
     pub fn from_pem(pem: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
         let text = std::str::from_utf8(pem).map_err(|_| "is not a PEM file".to_string())?;

@@ -428,3 +428,50 @@ async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
         assert_eq!(line["cause"], cause, "{strategy}: {line}");
     }
 }
+
+#[tokio::test]
+async fn the_store_commands_need_no_key_material_and_the_others_do() {
+    // A variable no test sets, and a key file that does not exist.
+    const UNSET: &str = "TOKENGATE_TEST_NEVER_SET_SECRET";
+    let secret = "secret = \"test-secret-0123456789abcdef0123456789\"";
+    for (source, error) in [
+        (
+            format!("secret_env = \"{UNSET}\""),
+            format!("config error: jwt.secret_env: environment variable {UNSET} is not set"),
+        ),
+        (
+            "secret_file = \"keys/missing\"".to_string(),
+            "config error: jwt.secret_file: cannot read".to_string(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(secret, &source);
+        assert!(text.contains(&source));
+        std::fs::write(&config, text).unwrap();
+        for args in [
+            &["prune"][..],
+            &["tokens", "list", "--user", "alice"],
+            &["tokens", "revoke", "--user", "alice"],
+        ] {
+            let out = run(args, &config);
+            assert!(
+                out.status.success(),
+                "{args:?} with {source}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = run(&["tokens", "revoke", "--session", "nope"], &config);
+        assert_one_line_error(&out, "no such session");
+        let token = mint(&claims("alice"));
+        for args in [
+            &["serve"][..],
+            &["check-config"],
+            &["tokens", "add", "--token", &token],
+        ] {
+            assert_one_line_error(&run(args, &config), &error);
+        }
+    }
+}
