@@ -75,7 +75,7 @@ pub enum TokensCommand {
     },
     /// Verify and register a token issued out of band.
     Add {
-        /// The JWT.
+        /// The JWT, or `-` to read it from standard input (out of shell history and `ps`).
         #[arg(long)]
         token: String,
     },
@@ -221,6 +221,13 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         TokensCommand::Add { token } => {
+            let token = if token == "-" {
+                tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin()))
+                    .await?
+                    .context("cannot read the token from standard input")?
+            } else {
+                token
+            };
             let verified = app
                 .config
                 .verifier

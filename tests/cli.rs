@@ -475,3 +475,48 @@ async fn the_store_commands_need_no_key_material_and_the_others_do() {
         }
     }
 }
+
+#[tokio::test]
+async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let add = |input: String| {
+        let mut child = Command::new(BIN)
+            .args(["tokens", "add", "--token", "-", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Trimmed, as `echo "$TOKEN" |` or a file with a final newline gives it.
+    let token = mint(&claims("alice"));
+    let out = add(format!("  {token}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("registered session") && text.contains("alice"),
+        "{text}"
+    );
+    let out = run(&["tokens", "list", "--user", "alice"], &config);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // Verified like any token: a forged one from stdin is refused.
+    let out = add(format!("{}x\n", &token[..token.len() - 1]));
+    assert_one_line_error(&out, "the token was refused");
+    let out = add(String::new());
+    assert_one_line_error(&out, "the token was refused");
+}
