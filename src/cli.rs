@@ -113,14 +113,22 @@ pub struct DemoArgs {
 pub fn init_tracing(format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokengate=info"));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
+    // Colour codes only on a terminal (where the default also honours `NO_COLOR`): a
+    // file or a log collector would get them as garbage.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let builder = if terminal {
+        builder
+    } else {
+        builder.with_ansi(false)
+    };
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -520,3 +520,27 @@ async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
     let out = add(String::new());
     assert_one_line_error(&out, "the token was refused");
 }
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    // `prune` and `tokens revoke` log an info line; stderr is a pipe here.
+    for args in [&["prune"][..], &["tokens", "revoke", "--user", "alice"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--log-format", "text", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(logs.contains("INFO"), "{args:?}: no log line: {logs}");
+        assert!(
+            !logs.contains('\u{1b}'),
+            "{args:?}: colour codes in {logs:?}"
+        );
+    }
+}
