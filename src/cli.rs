@@ -61,8 +61,14 @@ pub enum Command {
     /// Delete expired rows now.
     Prune,
     /// A runnable walkthrough: a built-in sample backend behind the proxy.
+    #[command(after_help = DEMO_CONFIG_NOTE)]
     Demo(DemoArgs),
 }
+
+/// What `--config` does in the demo, shown at the end of `demo --help`.
+const DEMO_CONFIG_NOTE: &str = "The demo ignores --config and $TOKENGATE_CONFIG: it runs \
+with its own built-in config (a fresh random HS256 secret, a capture route on POST /login, \
+a throw-away SQLite file in the temp directory that Ctrl-C deletes).";
 
 /// `tokengate tokens ...`
 #[derive(Debug, Subcommand)]
@@ -98,14 +104,19 @@ pub struct RevokeArgs {
 /// `tokengate demo` options.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
+    /// Ignored: the demo runs with its own built-in config (see below)
+    // Shadows the global `--config` for this subcommand's help (clap does not
+    // propagate a global argument a subcommand defines itself).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Proxy address [default: 127.0.0.1:8080, or a free port if it is taken]
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Admin address [default: a free port]
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Admin address [default: 127.0.0.1:0, a free port]
+    #[arg(long, default_value = "127.0.0.1:0", hide_default_value = true)]
     pub admin_listen: std::net::SocketAddr,
-    /// Sample backend address [default: a free port]
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Sample backend address [default: 127.0.0.1:0, a free port]
+    #[arg(long, default_value = "127.0.0.1:0", hide_default_value = true)]
     pub backend_listen: std::net::SocketAddr,
 }
 

@@ -544,3 +544,49 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         );
     }
 }
+
+#[test]
+fn demo_help_shows_one_default_per_option_and_says_config_is_ignored() {
+    for flag in ["-h", "--help"] {
+        let out = Command::new(BIN).args(["demo", flag]).output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        // One block per option: its header line and the description under it.
+        let mut blocks: Vec<String> = Vec::new();
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("--") || trimmed.starts_with("-h") || trimmed.starts_with("-V") {
+                blocks.push(String::new());
+            }
+            if let Some(block) = blocks.last_mut() {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+        let block = |name: &str| {
+            blocks
+                .iter()
+                .find(|b| b.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in {help}"))
+                .clone()
+        };
+        for option in [
+            "--listen",
+            "--admin-listen",
+            "--backend-listen",
+            "--log-format",
+        ] {
+            let text = block(option);
+            assert_eq!(text.matches("[default:").count(), 1, "{flag}: {text}");
+        }
+        let config = block("--config");
+        assert!(
+            config.contains("Ignored") && !config.contains("[default:"),
+            "{flag}: {config}"
+        );
+        assert!(
+            help.contains("The demo ignores --config and $TOKENGATE_CONFIG"),
+            "{flag}: {help}"
+        );
+    }
+}
