@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::app::App;
 use crate::config::{Config, KeyLoading};
@@ -142,8 +145,71 @@ pub fn init_tracing(format: Option<LogFormat>) {
     };
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLists(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .try_init(),
     };
+}
+
+/// Log fields that hold a list, logged as comma-separated text (e.g. the session ids of
+/// the revocation audit line, [`crate::revocations`]; ids hold no comma). A `tracing`
+/// field cannot carry an array (only through `valuable`, an unstable feature), so the
+/// JSON format turns these into arrays itself ([`JsonLists`]); text shows them as is.
+pub const LIST_FIELDS: &[&str] = &["sessions"];
+
+/// tracing-subscriber's JSON event format, with the [`LIST_FIELDS`] written as arrays.
+struct JsonLists<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JsonLists<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let fields = event.metadata().fields();
+        if !LIST_FIELDS.iter().any(|name| fields.field(name).is_some()) {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut lists = ListValues(Vec::new());
+        event.record(&mut lists);
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        for (name, text) in lists.0 {
+            // The inner format wrote `"name":"a,b"` (serde_json, compact); a `"` inside
+            // another string is escaped, so this can only match the field itself.
+            let as_text = format!("\"{name}\":{}", serde_json::Value::from(text.as_str()));
+            let items: Vec<&str> = text.split(',').filter(|s| !s.is_empty()).collect();
+            let as_array = format!("\"{name}\":{}", serde_json::json!(items));
+            line = line.replacen(&as_text, &as_array, 1);
+        }
+        writer.write_str(&line)
+    }
+}
+
+/// The text of an event's [`LIST_FIELDS`].
+struct ListValues(Vec<(&'static str, String)>);
+
+impl tracing::field::Visit for ListValues {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if LIST_FIELDS.contains(&field.name()) {
+            self.0.push((field.name(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if LIST_FIELDS.contains(&field.name()) {
+            self.0.push((field.name(), format!("{value:?}")));
+        }
+    }
 }
 
 /// Runs a parsed command line.

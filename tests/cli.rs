@@ -67,6 +67,15 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!lines[0].contains("panicked"), "{}", lines[0]);
 }
 
+/// The revocation audit line a command wrote (JSON: stderr is not a terminal).
+fn audit_line(out: &Output) -> Value {
+    stderr_lines(out)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "revoked")
+        .unwrap_or_else(|| panic!("no audit line in {:#?}", stderr_lines(out)))
+}
+
 /// A `tokengate serve` child process, with its public address and its log lines.
 struct Served {
     child: Child,
@@ -327,6 +336,12 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
             && audit.contains("\"user\":\"alice\""),
         "{audit}"
     );
+    let line = audit_line(&out);
+    assert_eq!(
+        line["sessions"],
+        serde_json::json!([first_session]),
+        "{line}"
+    );
     // A running proxy honours it within `cache.max_staleness_ms` (SPEC §9).
     tokio::time::sleep(CACHE_BOUND).await;
     let alive: Vec<u16> = [
@@ -346,6 +361,14 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
     assert!(
         audit.contains("logout-all") && audit.contains("\"by\":\"cli\""),
         "{audit}"
+    );
+    // `sessions` is a JSON array (of alice's one remaining session), not a string.
+    let line = audit_line(&out);
+    let ended = line["sessions"].as_array().expect("an array");
+    assert_eq!(ended.len(), 1, "{line}");
+    assert!(
+        ended[0].is_string() && ended[0] != first_session.as_str(),
+        "{line}"
     );
     tokio::time::sleep(CACHE_BOUND).await;
     let before = backend.count();
@@ -589,4 +612,52 @@ fn demo_help_shows_one_default_per_option_and_says_config_is_ignored() {
             "{flag}: {help}"
         );
     }
+}
+
+#[test]
+fn the_audit_line_lists_no_sessions_as_an_empty_array_and_text_as_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let out = run(&["tokens", "revoke", "--user", "nobody"], &config);
+    assert!(out.status.success());
+    let line = audit_line(&out);
+    assert_eq!(line["sessions"], serde_json::json!([]), "{line}");
+    // The rest of the line is the JSON format as it was: same keys, same order.
+    let raw = stderr_lines(&out)
+        .into_iter()
+        .find(|l| l.contains("\"message\":\"revoked\""))
+        .unwrap();
+    assert!(raw.starts_with("{\"timestamp\":"), "{raw}");
+    assert!(raw.contains("\"sessions\":[],\"token\":\"-\""), "{raw}");
+    // The text format writes the ids comma-separated.
+    for token in [mint(&claims("carol")), mint(&claims("carol"))] {
+        assert!(run(&["tokens", "add", "--token", &token], &config)
+            .status
+            .success());
+    }
+    let out = Command::new(BIN)
+        .args([
+            "tokens",
+            "revoke",
+            "--user",
+            "carol",
+            "--log-format",
+            "text",
+            "--config",
+        ])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let list = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sessions="))
+        .unwrap_or_else(|| panic!("{text}"));
+    let ids: Vec<&str> = list.split(',').collect();
+    assert!(
+        ids.len() == 2 && ids.iter().all(|id| id.len() == 32),
+        "{text}"
+    );
 }
