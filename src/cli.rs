@@ -10,9 +10,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, KeyLoading};
 use crate::revocations::RevokeError;
 use crate::store::Actor;
 use crate::strategy::{SessionMeta, Target};
@@ -61,8 +64,14 @@ pub enum Command {
     /// Delete expired rows now.
     Prune,
     /// A runnable walkthrough: a built-in sample backend behind the proxy.
+    #[command(after_help = DEMO_CONFIG_NOTE)]
     Demo(DemoArgs),
 }
+
+/// What `--config` does in the demo, shown at the end of `demo --help`.
+const DEMO_CONFIG_NOTE: &str = "The demo ignores --config and $TOKENGATE_CONFIG: it runs \
+with its own built-in config (a fresh random HS256 secret, a capture route on POST /login, \
+a throw-away SQLite file in the temp directory that Ctrl-C deletes).";
 
 /// `tokengate tokens ...`
 #[derive(Debug, Subcommand)]
@@ -75,7 +84,7 @@ pub enum TokensCommand {
     },
     /// Verify and register a token issued out of band.
     Add {
-        /// The JWT.
+        /// The JWT, or `-` to read it from standard input (out of shell history and `ps`).
         #[arg(long)]
         token: String,
     },
@@ -98,14 +107,19 @@ pub struct RevokeArgs {
 /// `tokengate demo` options.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
+    /// Ignored: the demo runs with its own built-in config (see below)
+    // Shadows the global `--config` for this subcommand's help (clap does not
+    // propagate a global argument a subcommand defines itself).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Proxy address [default: 127.0.0.1:8080, or a free port if it is taken]
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Admin address [default: a free port]
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Admin address [default: 127.0.0.1:0, a free port]
+    #[arg(long, default_value = "127.0.0.1:0", hide_default_value = true)]
     pub admin_listen: std::net::SocketAddr,
-    /// Sample backend address [default: a free port]
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Sample backend address [default: 127.0.0.1:0, a free port]
+    #[arg(long, default_value = "127.0.0.1:0", hide_default_value = true)]
     pub backend_listen: std::net::SocketAddr,
 }
 
@@ -113,18 +127,89 @@ pub struct DemoArgs {
 pub fn init_tracing(format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tokengate=info"));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal {
         LogFormat::Text
     } else {
         LogFormat::Json
     });
+    // Colour codes only on a terminal (where the default also honours `NO_COLOR`): a
+    // file or a log collector would get them as garbage.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let builder = if terminal {
+        builder
+    } else {
+        builder.with_ansi(false)
+    };
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLists(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .try_init(),
     };
+}
+
+/// Log fields that hold a list, logged as comma-separated text (e.g. the session ids of
+/// the revocation audit line, [`crate::revocations`]; ids hold no comma). A `tracing`
+/// field cannot carry an array (only through `valuable`, an unstable feature), so the
+/// JSON format turns these into arrays itself ([`JsonLists`]); text shows them as is.
+pub const LIST_FIELDS: &[&str] = &["sessions"];
+
+/// tracing-subscriber's JSON event format, with the [`LIST_FIELDS`] written as arrays.
+struct JsonLists<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JsonLists<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let fields = event.metadata().fields();
+        if !LIST_FIELDS.iter().any(|name| fields.field(name).is_some()) {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut lists = ListValues(Vec::new());
+        event.record(&mut lists);
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        for (name, text) in lists.0 {
+            // The inner format wrote `"name":"a,b"` (serde_json, compact); a `"` inside
+            // another string is escaped, so this can only match the field itself.
+            let as_text = format!("\"{name}\":{}", serde_json::Value::from(text.as_str()));
+            let items: Vec<&str> = text.split(',').filter(|s| !s.is_empty()).collect();
+            let as_array = format!("\"{name}\":{}", serde_json::json!(items));
+            line = line.replacen(&as_text, &as_array, 1);
+        }
+        writer.write_str(&line)
+    }
+}
+
+/// The text of an event's [`LIST_FIELDS`].
+struct ListValues(Vec<(&'static str, String)>);
+
+impl tracing::field::Visit for ListValues {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if LIST_FIELDS.contains(&field.name()) {
+            self.0.push((field.name(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if LIST_FIELDS.contains(&field.name()) {
+            self.0.push((field.name(), format!("{value:?}")));
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -134,13 +219,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::CheckConfig => {
-            let config = load(&path)?;
+            let config = load(&path, KeyLoading::Load)?;
             println!("{}: OK\n{}", path.display(), config.summary());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve => serve(load(&path, KeyLoading::Load)?)
+            .await
+            .map(|_| ExitCode::SUCCESS),
         Command::Prune => {
-            let app = open(load(&path)?).await?;
+            let app = open(load(&path, KeyLoading::Skip)?).await?;
             let report = app.revocations.prune().await?;
             tracing::info!(
                 valid_token = report.valid_token,
@@ -160,12 +247,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tokens(cmd) => tokens(open(load(&path)?).await?, cmd).await,
+        Command::Tokens(cmd) => {
+            // Only `add` verifies a token; list and revoke work on the store alone.
+            let keys = match cmd {
+                TokensCommand::Add { .. } => KeyLoading::Load,
+                TokensCommand::List { .. } | TokensCommand::Revoke(_) => KeyLoading::Skip,
+            };
+            tokens(open(load(&path, keys)?).await?, cmd).await
+        }
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+fn load(path: &std::path::Path, keys: KeyLoading) -> anyhow::Result<Config> {
+    Ok(Config::load_with(path, keys)?)
 }
 
 async fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
@@ -212,6 +306,13 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         TokensCommand::Add { token } => {
+            let token = if token == "-" {
+                tokio::task::spawn_blocking(|| std::io::read_to_string(std::io::stdin()))
+                    .await?
+                    .context("cannot read the token from standard input")?
+            } else {
+                token
+            };
             let verified = app
                 .config
                 .verifier

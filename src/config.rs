@@ -489,9 +489,25 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// Whether loading a config reads the verification keys (`jwt.secret_env`, key files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLoading {
+    /// Read and check them: for everything that verifies tokens.
+    Load,
+    /// Check that one key source of the right family is named, but read nothing: for the
+    /// subcommands that only touch the store (`tokens list`, `tokens revoke`, `prune`).
+    /// The verifier then refuses every token.
+    Skip,
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, KeyLoading::Load)
+    }
+
+    /// [`Config::load`], reading the verification keys or not.
+    pub fn load_with(path: &Path, keys: KeyLoading) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
                 "",
@@ -499,7 +515,7 @@ impl Config {
             )
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Config::from_toml(&text, base)
+        Config::from_raw_with(parse_raw(&text)?, base, keys)
     }
 
     /// Parses and validates config text; relative file paths are taken from `base`.
@@ -507,15 +523,24 @@ impl Config {
         Config::from_raw(parse_raw(text)?, base)
     }
 
-    /// Validates the raw file; the one place where config problems are found.
+    /// Validates the raw file, keys loaded.
     pub fn from_raw(raw: raw::RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        Config::from_raw_with(raw, base, KeyLoading::Load)
+    }
+
+    /// Validates the raw file; the one place where config problems are found.
+    pub fn from_raw_with(
+        raw: raw::RawConfig,
+        base: &Path,
+        keys: KeyLoading,
+    ) -> Result<Config, ConfigError> {
         let server = ServerConfig {
             listen: parse_addr("server.listen", &raw.server.listen)?,
             admin_listen: parse_addr("server.admin_listen", &raw.server.admin_listen)?,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
         };
         let upstream = upstream(&raw.upstream)?;
-        let verifier = verifier(&raw.jwt, base)?;
+        let verifier = verifier(&raw.jwt, base, keys)?;
         let token_sources = token_sources(&raw.token.sources)?;
         let capture = raw
             .capture
@@ -715,7 +740,7 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
     })
 }
 
-fn verifier(raw: &raw::Jwt, base: &Path) -> Result<Verifier, ConfigError> {
+fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, ConfigError> {
     if raw.algorithms.is_empty() {
         return Err(ConfigError::new(
             "jwt.algorithms",
@@ -769,7 +794,14 @@ fn verifier(raw: &raw::Jwt, base: &Path) -> Result<Verifier, ConfigError> {
         ));
     }
     let first = algorithms[0];
-    let keys = if hmac > 0 {
+    let named = if hmac > 0 {
+        n_secret == 1
+    } else {
+        n_public == 1 && raw.jwks_url.is_none()
+    };
+    let keys = if load == KeyLoading::Skip && named {
+        KeySet::unloaded()
+    } else if hmac > 0 {
         let secret = if let Some(s) = &raw.secret {
             ("jwt.secret", s.as_bytes().to_vec())
         } else if let Some(p) = &raw.secret_file {

@@ -11,6 +11,7 @@
 //! Every refusal is a [`Refusal`], mapped in one place to status, `WWW-Authenticate`
 //! and a JSON body. Refusals never reach the backend.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,6 +99,8 @@ impl Refusal {
     /// The one mapping from refusal to response (status, headers, JSON body). Internal
     /// details are logged by the caller, never sent.
     pub fn into_response(self) -> Response<Body> {
+        // A description that carries a value (a claim name, a strategy).
+        let detail: Cow<'static, str>;
         let (status, error, description): (StatusCode, &str, &str) = match &self {
             Refusal::BadPath => (
                 StatusCode::BAD_REQUEST,
@@ -124,8 +127,20 @@ impl Refusal {
                 (StatusCode::UNAUTHORIZED, "invalid_token", static_text(e))
             }
             Refusal::InvalidToken(e) => {
-                (StatusCode::UNAUTHORIZED, "invalid_token", verify_text(*e))
+                detail = verify_text(e);
+                (StatusCode::UNAUTHORIZED, "invalid_token", &detail)
             }
+            Refusal::NotLive(DeadReason::NoIssuedAt(strategy)) => {
+                detail =
+                    format!("the token has no iat, which the {strategy} strategy needs").into();
+                (StatusCode::UNAUTHORIZED, "invalid_token", &detail)
+            }
+            // A refresh token where a bearer token belongs, or the reverse (SPEC §15).
+            Refusal::NotLive(DeadReason::WrongKind) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "this kind of token is not accepted here",
+            ),
             Refusal::NotLive(_) => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
@@ -158,9 +173,9 @@ impl Refusal {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
             }
             Refusal::BadCredentials(_) | Refusal::InvalidToken(_) | Refusal::NotLive(_) => {
-                // RFC 6750 §3: the description is one of our fixed texts (no quotes).
                 let value = format!(
-                    "{REALM}, error=\"invalid_token\", error_description=\"{description}\""
+                    "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
+                    challenge_text(description)
                 );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(WWW_AUTHENTICATE, v);
@@ -186,8 +201,23 @@ fn static_text(e: &ExtractError) -> &'static str {
     }
 }
 
-fn verify_text(e: VerifyError) -> &'static str {
-    match e {
+/// A description as RFC 6750 §3 allows it in `error_description`: printable ASCII
+/// without `"` and `\` (not even escaped), so a `"` becomes `'`, a `\` becomes `/` and
+/// anything else outside that set `?`. The JSON body carries the text unchanged.
+fn challenge_text(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+fn verify_text(e: &VerifyError) -> Cow<'static, str> {
+    Cow::Borrowed(match e {
         VerifyError::TooLong => "the token is too long",
         VerifyError::Malformed => "the token is malformed",
         VerifyError::BadHeader => "the token header is malformed",
@@ -202,8 +232,9 @@ fn verify_text(e: VerifyError) -> &'static str {
         VerifyError::IssuedInFuture => "the token is issued in the future",
         VerifyError::Issuer => "the token issuer is not accepted",
         VerifyError::Audience => "the token audience is not accepted",
+        VerifyError::NoUserClaim(_) => return Cow::Owned(e.to_string()),
         VerifyError::User => "the token does not name a valid user",
-    }
+    })
 }
 
 /// A JSON response with `Cache-Control: no-store` (it may describe credentials).
@@ -754,6 +785,7 @@ fn hex_val(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::StrategyKind;
 
     #[test]
     fn dot_segments_and_encoded_slashes_are_unsafe() {
@@ -795,6 +827,29 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_missing_user_claim_is_named_in_the_body_and_the_challenge() {
+        use http_body_util::BodyExt;
+        let r = Refusal::InvalidToken(VerifyError::NoUserClaim("user_id".into())).into_response();
+        assert_eq!(r.status(), 401);
+        // RFC 6750 §3 allows no `"` in error_description, not even escaped.
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has no string claim 'user_id' (jwt.user_claim)\""
+        );
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["error_description"],
+            "the token has no string claim \"user_id\" (jwt.user_claim)"
+        );
+    }
+
+    #[test]
+    fn a_challenge_text_keeps_to_the_rfc_6750_characters() {
+        assert_eq!(challenge_text("claim \"a\\b\" é\n"), "claim 'a/b' ??");
+    }
+
     #[test]
     fn refusals_map_to_the_spec_table() {
         let r = Refusal::NoToken.into_response();
@@ -807,6 +862,11 @@ mod tests {
             "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has expired\""
         );
         assert_eq!(Refusal::BadPath.into_response().status(), 400);
+        let r = Refusal::NotLive(DeadReason::NoIssuedAt(StrategyKind::Denylist)).into_response();
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has no iat, which the denylist strategy needs\""
+        );
         let r = Refusal::StoreUnavailable(StoreError::Backend("x".into())).into_response();
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key(RETRY_AFTER));

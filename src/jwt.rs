@@ -62,8 +62,9 @@ pub fn is_hmac(alg: Algorithm) -> bool {
     alg.family() == AlgorithmFamily::Hmac
 }
 
-/// Why a token was refused. The `Display` text is fixed and safe to send to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a token was refused. The `Display` text is safe to send to the client: it is fixed,
+/// or names only a configured claim.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// Over [`MAX_TOKEN_BYTES`].
     #[error("the token is too long")]
@@ -107,7 +108,10 @@ pub enum VerifyError {
     /// `aud` missing, malformed or not the configured audience.
     #[error("the token audience is not accepted")]
     Audience,
-    /// The user claim is missing, empty, not a string, or not a valid header value.
+    /// The user claim (named here, from `jwt.user_claim`) is missing or not a string.
+    #[error("the token has no string claim \"{0}\" (jwt.user_claim)")]
+    NoUserClaim(String),
+    /// The user claim is a string, but empty or not usable as a header value.
     #[error("the token does not name a valid user")]
     User,
 }
@@ -176,6 +180,16 @@ impl KeySet {
     pub fn from_secret(secret: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
         let key = DecodingKey::from_secret(secret).map_err(|e| format!("unusable secret: {e}"))?;
         KeySet::single(key, algorithms, "an HMAC secret".into())
+    }
+
+    /// No keys, for a config loaded without them ([`crate::config::KeyLoading::Skip`]):
+    /// every token is refused as signed by an unknown key.
+    pub fn unloaded() -> KeySet {
+        KeySet {
+            entries: Vec::new(),
+            description: "no keys (not loaded by this command)".into(),
+            by_kid: false,
+        }
     }
 
     /// A PEM public key (RSA, EC or Ed25519).
@@ -447,7 +461,8 @@ impl Verifier {
         }
         let user = match claims.get(&self.settings.user_claim) {
             Some(Value::String(u)) if valid_user(u) => u.clone(),
-            _ => return Err(VerifyError::User),
+            Some(Value::String(_)) => return Err(VerifyError::User),
+            _ => return Err(VerifyError::NoUserClaim(self.settings.user_claim.clone())),
         };
         Ok(VerifiedToken {
             hash: TokenHash::of_signing_input(signing_input.as_bytes()),
@@ -805,8 +820,6 @@ mod tests {
         let exp = n + 600;
         for bad in [
             json!(""),
-            json!(5),
-            json!(null),
             json!("a\r\nX-Admin: 1"),
             json!("a\u{0}"),
             json!(" a"),
@@ -818,9 +831,19 @@ mod tests {
                 "{bad}"
             );
         }
+        // Missing or not a string: the error names the configured claim.
+        let no_sub = VerifyError::NoUserClaim("sub".into());
+        for bad in [json!(5), json!(null), json!(true)] {
+            assert_eq!(
+                at(&v, &mint(json!({"sub": bad, "exp": exp}))).unwrap_err(),
+                no_sub,
+                "{bad}"
+            );
+        }
+        assert_eq!(at(&v, &mint(json!({"exp": exp}))).unwrap_err(), no_sub);
         assert_eq!(
-            at(&v, &mint(json!({"exp": exp}))).unwrap_err(),
-            VerifyError::User
+            no_sub.to_string(),
+            "the token has no string claim \"sub\" (jwt.user_claim)"
         );
     }
 

@@ -116,11 +116,13 @@ impl Revocations {
             Target::User(_) => self.cache.forget_user(&user),
         }
         self.metrics.revocation(kind.as_str(), by.as_str());
+        // A list field (`crate::cli::LIST_FIELDS`): an array in JSON logs.
         let sessions: Vec<&str> = revoked
             .sessions
             .iter()
             .map(|s| s.session_id.as_str())
             .collect();
+        let sessions = sessions.join(",");
         let token = match target {
             Target::Token(token) | Target::Replaced(token) => token.hash.short(),
             _ => String::from("-"),
@@ -129,7 +131,7 @@ impl Revocations {
             action = target.action(),
             kind = kind.as_str(),
             user = %user,
-            ?sessions,
+            sessions = %sessions,
             token = %token,
             by = by.as_str(),
             seq,

@@ -65,7 +65,8 @@ pub enum Liveness {
     Dead(DeadReason),
 }
 
-/// Why a verified token does not pass (logged; the client sees one generic message).
+/// Why a verified token does not pass (logged; the client sees one generic message,
+/// except for a missing `iat`, which only the issuer can fix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadReason {
     /// Not in the allowlist: revoked, or never captured.
@@ -74,8 +75,8 @@ pub enum DeadReason {
     Revoked,
     /// Issued at or before the user's cut-off.
     CutOff,
-    /// The strategy needs `iat` and the token has none.
-    NoIssuedAt,
+    /// The strategy (named) needs `iat` and the token has none.
+    NoIssuedAt(StrategyKind),
     /// A refresh token presented as a bearer token, or an access token presented as a
     /// refresh token (SPEC §15).
     WrongKind,
@@ -162,7 +163,7 @@ impl Strategy {
             });
         }
         let Some(iat) = token.issued_at else {
-            return Ok(Liveness::Dead(DeadReason::NoIssuedAt));
+            return Ok(Liveness::Dead(DeadReason::NoIssuedAt(self.kind)));
         };
         if self.kind == StrategyKind::Denylist && self.store.is_denied(token.hash).await? {
             return Ok(Liveness::Dead(DeadReason::Revoked));

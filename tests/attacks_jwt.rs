@@ -51,6 +51,7 @@ const ISSUED_IN_FUTURE: &str = "the token is issued in the future";
 const ISSUER: &str = "the token issuer is not accepted";
 const AUDIENCE: &str = "the token audience is not accepted";
 const USER: &str = "the token does not name a valid user";
+const NO_SUB: &str = "the token has no string claim \"sub\" (jwt.user_claim)";
 
 /// The challenge of a request without a token.
 const PLAIN_CHALLENGE: &str = "Bearer realm=\"tokengate\"";
@@ -1695,9 +1696,46 @@ async fn a_token_without_sub_is_refused() {
         &gate,
         &backend,
         &json!({"iat": n, "exp": n + 600, "user": "alice"}).to_string(),
-        &[USER],
+        &[NO_SUB],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_token_without_the_configured_user_claim_is_refused_naming_it() {
+    let (backend, gate) = claims_gate("user_claim = \"user_id\"\n").await;
+    let n = now();
+    claims_pass(
+        &gate,
+        &backend,
+        &json!({"user_id": "alice", "iat": n, "exp": n + 600}).to_string(),
+        "alice",
+    )
+    .await;
+    for payload in [
+        json!({"sub": "alice", "iat": n, "exp": n + 600}),
+        json!({"user_id": 7, "iat": n, "exp": n + 600}),
+    ] {
+        let token = raw_hs256(HS_HEADER, &payload.to_string());
+        plant(&gate, &token).await;
+        let r = get_with(&gate.url("/api/me"), &token).await;
+        assert_refusal(&r, 401);
+        assert_eq!(
+            r.json()["error_description"],
+            "the token has no string claim \"user_id\" (jwt.user_claim)",
+            "{payload}"
+        );
+        // RFC 6750 §3: no `"` inside error_description, so the header quotes it with `'`.
+        assert_eq!(
+            r.header("www-authenticate").unwrap(),
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has no string claim 'user_id' (jwt.user_claim)\"",
+        );
+    }
+    assert_eq!(
+        backend.count(),
+        1,
+        "only the control token reached the backend"
+    );
 }
 
 #[tokio::test]
@@ -1731,7 +1769,7 @@ async fn a_token_with_a_numeric_or_structured_sub_is_refused() {
             &gate,
             &backend,
             &json!({"sub": sub, "iat": n, "exp": n + 600}).to_string(),
-            &[USER],
+            &[NO_SUB],
         )
         .await;
     }
@@ -1741,7 +1779,7 @@ async fn a_token_with_a_numeric_or_structured_sub_is_refused() {
             &gate,
             &backend,
             &json!({"sub": sub, "iat": n, "exp": n + 600}).to_string(),
-            &[USER, BAD_CLAIMS],
+            &[NO_SUB, BAD_CLAIMS],
         )
         .await;
     }

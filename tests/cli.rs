@@ -67,10 +67,20 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!lines[0].contains("panicked"), "{}", lines[0]);
 }
 
-/// A `tokengate serve` child process, with its public and admin addresses.
+/// The revocation audit line a command wrote (JSON: stderr is not a terminal).
+fn audit_line(out: &Output) -> Value {
+    stderr_lines(out)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "revoked")
+        .unwrap_or_else(|| panic!("no audit line in {:#?}", stderr_lines(out)))
+}
+
+/// A `tokengate serve` child process, with its public address and its log lines.
 struct Served {
     child: Child,
     addr: SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Served {
@@ -99,8 +109,33 @@ impl Served {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Served { child, addr }
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Served { child, addr, logs }
+    }
+
+    /// The first JSON log line with this message, waiting up to 5 s for it.
+    async fn log_line(&self, message: &str) -> Value {
+        for _ in 0..250 {
+            let found = self.logs.lock().unwrap().iter().find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(|v| v["message"] == message)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no log line {message:?} in {:#?}",
+            self.logs.lock().unwrap()
+        );
     }
 
     fn url(&self, path: &str) -> String {
@@ -301,6 +336,12 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
             && audit.contains("\"user\":\"alice\""),
         "{audit}"
     );
+    let line = audit_line(&out);
+    assert_eq!(
+        line["sessions"],
+        serde_json::json!([first_session]),
+        "{line}"
+    );
     // A running proxy honours it within `cache.max_staleness_ms` (SPEC §9).
     tokio::time::sleep(CACHE_BOUND).await;
     let alive: Vec<u16> = [
@@ -320,6 +361,14 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
     assert!(
         audit.contains("logout-all") && audit.contains("\"by\":\"cli\""),
         "{audit}"
+    );
+    // `sessions` is a JSON array (of alice's one remaining session), not a string.
+    let line = audit_line(&out);
+    let ended = line["sessions"].as_array().expect("an array");
+    assert_eq!(ended.len(), 1, "{line}");
+    assert!(
+        ended[0].is_string() && ended[0] != first_session.as_str(),
+        "{line}"
     );
     tokio::time::sleep(CACHE_BOUND).await;
     let before = backend.count();
@@ -367,4 +416,248 @@ async fn prune_deletes_expired_rows_and_says_how_many() {
         .query_row("SELECT count(*) FROM valid_token", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
+    let n = now();
+    for (strategy, issued, cause, message) in [
+        (
+            "allowlist",
+            serde_json::json!({"iat": n, "exp": n + 600}),
+            "the token has no string claim \"sub\" (jwt.user_claim)",
+            "capture failed: the issued token does not verify",
+        ),
+        (
+            "denylist",
+            serde_json::json!({"sub": "alice", "exp": n + 600}),
+            "the token has no iat, which the denylist strategy needs",
+            "capture failed: the token was not stored",
+        ),
+    ] {
+        let token = mint(&issued);
+        let backend = Backend::start_with(std::sync::Arc::new(move |_: &str| token.clone())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), backend.addr, "");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "strategy = \"allowlist\"",
+            &format!("strategy = \"{strategy}\""),
+        );
+        std::fs::write(&config, text).unwrap();
+        let served = Served::start(&config);
+        let r = send("POST", &served.url("/login"), &[], "").await;
+        assert_eq!(r.status, 200, "{strategy}: the login response is unchanged");
+        let line = served.log_line(message).await;
+        assert_eq!(line["cause"], cause, "{strategy}: {line}");
+    }
+}
+
+#[tokio::test]
+async fn the_store_commands_need_no_key_material_and_the_others_do() {
+    // A variable no test sets, and a key file that does not exist.
+    const UNSET: &str = "TOKENGATE_TEST_NEVER_SET_SECRET";
+    let secret = "secret = \"test-secret-0123456789abcdef0123456789\"";
+    for (source, error) in [
+        (
+            format!("secret_env = \"{UNSET}\""),
+            format!("config error: jwt.secret_env: environment variable {UNSET} is not set"),
+        ),
+        (
+            "secret_file = \"keys/missing\"".to_string(),
+            "config error: jwt.secret_file: cannot read".to_string(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(secret, &source);
+        assert!(text.contains(&source));
+        std::fs::write(&config, text).unwrap();
+        for args in [
+            &["prune"][..],
+            &["tokens", "list", "--user", "alice"],
+            &["tokens", "revoke", "--user", "alice"],
+        ] {
+            let out = run(args, &config);
+            assert!(
+                out.status.success(),
+                "{args:?} with {source}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = run(&["tokens", "revoke", "--session", "nope"], &config);
+        assert_one_line_error(&out, "no such session");
+        let token = mint(&claims("alice"));
+        for args in [
+            &["serve"][..],
+            &["check-config"],
+            &["tokens", "add", "--token", &token],
+        ] {
+            assert_one_line_error(&run(args, &config), &error);
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let add = |input: String| {
+        let mut child = Command::new(BIN)
+            .args(["tokens", "add", "--token", "-", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Trimmed, as `echo "$TOKEN" |` or a file with a final newline gives it.
+    let token = mint(&claims("alice"));
+    let out = add(format!("  {token}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("registered session") && text.contains("alice"),
+        "{text}"
+    );
+    let out = run(&["tokens", "list", "--user", "alice"], &config);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // Verified like any token: a forged one from stdin is refused.
+    let out = add(format!("{}x\n", &token[..token.len() - 1]));
+    assert_one_line_error(&out, "the token was refused");
+    let out = add(String::new());
+    assert_one_line_error(&out, "the token was refused");
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    // `prune` and `tokens revoke` log an info line; stderr is a pipe here.
+    for args in [&["prune"][..], &["tokens", "revoke", "--user", "alice"]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--log-format", "text", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let logs = String::from_utf8_lossy(&out.stderr);
+        assert!(logs.contains("INFO"), "{args:?}: no log line: {logs}");
+        assert!(
+            !logs.contains('\u{1b}'),
+            "{args:?}: colour codes in {logs:?}"
+        );
+    }
+}
+
+#[test]
+fn demo_help_shows_one_default_per_option_and_says_config_is_ignored() {
+    for flag in ["-h", "--help"] {
+        let out = Command::new(BIN).args(["demo", flag]).output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        // One block per option: its header line and the description under it.
+        let mut blocks: Vec<String> = Vec::new();
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("--") || trimmed.starts_with("-h") || trimmed.starts_with("-V") {
+                blocks.push(String::new());
+            }
+            if let Some(block) = blocks.last_mut() {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+        let block = |name: &str| {
+            blocks
+                .iter()
+                .find(|b| b.trim_start().starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in {help}"))
+                .clone()
+        };
+        for option in [
+            "--listen",
+            "--admin-listen",
+            "--backend-listen",
+            "--log-format",
+        ] {
+            let text = block(option);
+            assert_eq!(text.matches("[default:").count(), 1, "{flag}: {text}");
+        }
+        let config = block("--config");
+        assert!(
+            config.contains("Ignored") && !config.contains("[default:"),
+            "{flag}: {config}"
+        );
+        assert!(
+            help.contains("The demo ignores --config and $TOKENGATE_CONFIG"),
+            "{flag}: {help}"
+        );
+    }
+}
+
+#[test]
+fn the_audit_line_lists_no_sessions_as_an_empty_array_and_text_as_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap(), "");
+    let out = run(&["tokens", "revoke", "--user", "nobody"], &config);
+    assert!(out.status.success());
+    let line = audit_line(&out);
+    assert_eq!(line["sessions"], serde_json::json!([]), "{line}");
+    // The rest of the line is the JSON format as it was: same keys, same order.
+    let raw = stderr_lines(&out)
+        .into_iter()
+        .find(|l| l.contains("\"message\":\"revoked\""))
+        .unwrap();
+    assert!(raw.starts_with("{\"timestamp\":"), "{raw}");
+    assert!(raw.contains("\"sessions\":[],\"token\":\"-\""), "{raw}");
+    // The text format writes the ids comma-separated.
+    for token in [mint(&claims("carol")), mint(&claims("carol"))] {
+        assert!(run(&["tokens", "add", "--token", &token], &config)
+            .status
+            .success());
+    }
+    let out = Command::new(BIN)
+        .args([
+            "tokens",
+            "revoke",
+            "--user",
+            "carol",
+            "--log-format",
+            "text",
+            "--config",
+        ])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let list = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sessions="))
+        .unwrap_or_else(|| panic!("{text}"));
+    let ids: Vec<&str> = list.split(',').collect();
+    assert!(
+        ids.len() == 2 && ids.iter().all(|id| id.len() == 32),
+        "{text}"
+    );
 }

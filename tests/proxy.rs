@@ -1404,6 +1404,24 @@ async fn http2_with_prior_knowledge_is_served_and_forwarded() {
     assert_eq!(backend.count(), before);
 }
 
+#[tokio::test]
+async fn an_upgrade_to_h2c_is_answered_over_http1_and_not_forwarded() {
+    // HTTP/2 cleartext is prior knowledge only (README): no 101 Switching Protocols.
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let token = login(&gate, "alice").await;
+    let request = format!(
+        "GET /api/h2c HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let reply = raw(gate.addr, request.as_bytes(), Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = backend.last();
+    assert_eq!(seen.uri, "/api/h2c");
+    assert!(seen.all("upgrade").is_empty() && seen.all("http2-settings").is_empty());
+}
+
 // ---------------------------------------------------------------------------------
 // 7. Header limits and the admin probes
 // ---------------------------------------------------------------------------------

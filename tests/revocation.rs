@@ -288,6 +288,30 @@ async fn the_sessions_endpoint_without_a_token_is_refused_with_401() {
 }
 
 #[tokio::test]
+async fn two_logins_in_one_second_without_a_jti_are_one_session() {
+    // What the README warns about: a backend that puts nothing unique in its tokens
+    // issues the same bytes to two devices logging in within the same second.
+    let n = now();
+    let backend = Backend::start_with(std::sync::Arc::new(move |user: &str| {
+        mint(&json!({"sub": user, "iat": n, "exp": n + 3600}))
+    }))
+    .await;
+    let gate = Gate::start(&backend).await;
+    let phone = login_as(&gate, "alice", "phone/1").await;
+    let laptop = login_as(&gate, "alice", "laptop/1").await;
+    assert_eq!(phone, laptop, "the two devices got byte-identical tokens");
+    let sessions = get_with(&gate.url("/sessions"), &laptop).await.json();
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(
+        sessions[0]["user_agent"], "phone/1",
+        "the first login's row"
+    );
+    // Logging out on one device logs out the other.
+    assert_eq!(post_with(&gate.url("/logout"), &phone).await.status, 204);
+    assert_refused(&gate, &backend, &laptop).await;
+}
+
+#[tokio::test]
 async fn deleting_another_session_of_ones_own_revokes_that_token_only() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;

@@ -261,8 +261,18 @@ async fn denylist_and_user_status_refuse_a_token_without_iat() {
         let backend = Backend::start().await;
         let gate = Gate::start_strategy(&backend, strategy).await;
         let token = mint(&json!({"sub": "alice", "exp": now() + 600}));
-        assert_eq!(call(&gate, &token).await, 401, "{strategy}");
-        assert_eq!(backend.count(), 0);
+        let r = get_with(&gate.url("/api/me"), &token).await;
+        assert_refusal(&r, 401);
+        // The client is told what is missing, not that the token was revoked.
+        let needs = format!("the token has no iat, which the {strategy} strategy needs");
+        assert_eq!(r.json()["error"], "invalid_token", "{strategy}");
+        assert_eq!(r.json()["error_description"], needs.as_str(), "{strategy}");
+        assert_eq!(
+            r.header("www-authenticate").unwrap(),
+            format!("Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"{needs}\""),
+            "{strategy}"
+        );
+        assert_eq!(backend.count(), 0, "{strategy}: the backend saw nothing");
     }
 }
 
