@@ -40,7 +40,8 @@
 #   `tokengate check-config` accepts it; the output says whether the cache was on.
 #
 # HOW TO RUN
-#   bench/hop.sh                    # full run: 3 rounds × 5 s per setup, ~4 minutes
+#   bench/hop.sh                    # full run: 3 rounds × 5 s per setup, ~3.5 minutes
+#   BENCH_QUIET_WAIT=30 bench/hop.sh   # same, each run waiting (≤ 30 s) for idle cores
 #   BENCH_QUICK=1 bench/hop.sh      # smoke run for CI: 1 round × 1 s, 1k tokens, no 1M
 #   BENCH_SETUPS=nginx,public,hs256 bench/hop.sh    # a subset
 #   It builds target/release/tokengate and the examples first (cargo build --release).
@@ -141,7 +142,7 @@ if has_setup postgres; then
     SETUPS=$(echo " $SETUPS " | sed 's/ postgres / /')
   fi
 fi
-SETUPS=$(echo $SETUPS)
+SETUPS=$(echo "$SETUPS" | xargs)
 
 # --- build -----------------------------------------------------------------------------
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
@@ -191,7 +192,7 @@ for p in $BACKEND_PORT $NGINX_PORT $(seq $((PORT_BASE + 10)) $((PORT_BASE + 30))
   port_free "$p" || die "port $p is in use (set BENCH_PORT_BASE)"
 done
 taskset -c 1 "$ECHO_BIN" "127.0.0.1:$BACKEND_PORT" 2>"$WORK/echo.log" &
-PIDS+=($!)
+PIDS+=("$!")
 wait_http "http://127.0.0.1:$BACKEND_PORT/" || die "the echo backend did not start: $(cat "$WORK/echo.log")"
 
 # --- nginx -----------------------------------------------------------------------------
@@ -222,13 +223,13 @@ http {
 CONF
   taskset -c 0 "$NGINX_BIN" -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" 2>"$N/stderr.log" &
   NGINX_MASTER=$!
-  PIDS+=($NGINX_MASTER)
+  PIDS+=("$NGINX_MASTER")
   if wait_http "http://127.0.0.1:$NGINX_PORT/api/bench" 50; then
     NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
   fi
   if [ -z "$NGINX_WORKER" ]; then
     NOTES+=("nginx skipped: it did not start ($(tail -1 "$N/logs/error.log" "$N/stderr.log" 2>/dev/null | tr '\n' ' '))")
-    SETUPS=$(echo " $SETUPS " | sed 's/ nginx / /'); SETUPS=$(echo $SETUPS)
+    SETUPS=$(echo " $SETUPS " | sed 's/ nginx / /'); SETUPS=$(echo "$SETUPS" | xargs)
   fi
 fi
 
@@ -271,9 +272,9 @@ config probe $((PORT_BASE + 28)) "$HS_JWT" "$(sqlite_store probe)"
   || die "tokengate check-config refuses the generated config: $(cat "$WORK/probe.err")"
 config probe $((PORT_BASE + 28)) "$HS_JWT" "$(sqlite_store probe)" "$CACHE_BLOCK"
 if "$TG" check-config --config "$WORK/probe.toml" >/dev/null 2>&1; then
-  CACHE=1; CACHE_TEXT="on ([cache] enabled, max_entries 100000, max_staleness_ms 100, feed_poll_ms 25)"
+  CACHE_TEXT="on ([cache] enabled, max_entries 100000, max_staleness_ms 100, feed_poll_ms 25)"
 else
-  CACHE=0; CACHE_BLOCK=""; CACHE_TEXT="off (this build does not accept a [cache] section)"
+  CACHE_BLOCK=""; CACHE_TEXT="off (this build does not accept a [cache] section)"
 fi
 log "verdict cache: $CACHE_TEXT"
 
@@ -292,7 +293,7 @@ start_tokengate() { # name port-offset alg-label count file-count jwt-block stor
   sed "s/^/hop: $name: /" "$WORK/$name.mint.log" >&2
   taskset -c 0 "$TG" serve --config "$cfg" 2>"$WORK/$name.log" &
   local pid=$!
-  PIDS+=($pid)
+  PIDS+=("$pid")
   wait_http "http://127.0.0.1:$((port + 1))/readyz" 150 \
     || die "$name: tokengate not ready: $(tail -3 "$WORK/$name.log")"
   local code
@@ -463,7 +464,7 @@ done
 echo
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "Medians of $ROUNDS alternating round(s) of ${SECS} s (after a ${WARMUP} s warm-up), wrk -t$THREADS -c$CONNS, keep-alive GETs, one rotating Authorization header per request."
-echo "Proxy on core 0, wrk and the echo backend on core 1 (taskset); CPU from /proc/PID/stat (utime, stime; nginx: its worker) over the measured run ÷ requests; \"proxy core busy\" = CPU per request × req/s (below ~95%, the load generator on core 1, not the proxy, set the pace); \"others on core 0\" = the share of core 0 used by other processes during the run (above a few %, the machine was not quiet and the run is noisy); RSS after the run."
+echo "Proxy on core 0, wrk and the echo backend on core 1 (taskset); CPU from /proc/PID/stat (utime, stime; nginx: its worker) over the measured run ÷ requests; \"proxy core busy\" = CPU per request × req/s (below ~95%, the load generator on core 1, not the proxy, set the pace); \"others on core 0\" = the share of core 0 used by other processes during the run (about 5–10% on a quiet machine: interrupts, kernel threads; the PostgreSQL server in the postgres row; much more means the machine was busy and the run is noisy); RSS after the run."
 echo "Verdict cache: $CACHE_TEXT. Machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r), load average at start $LOAD_AT_START. tokengate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ local changes)'). Command: $(env | grep '^BENCH_' | sort | tr '\n' ' ')bench/hop.sh"
 if awk '$11 != 0 || $12 != 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
   echo

@@ -14,6 +14,9 @@
 #       revoked by `tokengate tokens revoke --session ID` run as a separate process on
 #       the same file; the clock starts when that process has exited 0; then GETs on the
 #       proxy until 401.
+#   Each revocation comes after a random pause of 0..BENCH_JITTER_MS (50) ms, so that
+#   it falls at a random moment of the feed poll (without it, every iteration would
+#   start a fixed time after the previous refusal and measure one phase of the poll).
 #   The sample is the time from the acknowledgement to the arrival of the first 401
 #   (examples/bench_propagation.rs does the timing, with a keep-alive hyper-util client
 #   and requests back to back). Printed per scenario: p50, p99, max and mean time to
@@ -30,9 +33,10 @@
 #   BENCH_QUICK=1 bench/propagation.sh   # 50 per scenario (smoke run)
 #   It builds target/release/tokengate and the examples first. Needs curl and psql;
 #   the postgres scenario is skipped with a note when pg_isready fails.
-#   Env: BENCH_COUNT, BENCH_PORT_BASE (18200: uses BASE+1 .. BASE+20),
+#   Env: BENCH_COUNT, BENCH_JITTER_MS (50), BENCH_PORT_BASE (18200: uses BASE+1 .. BASE+20),
 #   BENCH_PG_URL (postgres://postgres@127.0.0.1:5432/test; a schema bench_prop_PID is
-#   created and dropped at exit), BENCH_NO_BUILD=1.
+#   created and dropped at exit), BENCH_NO_BUILD=1, BENCH_SAMPLES_DIR=DIR (keep every
+#   sample: DIR/postgres.txt, DIR/sqlite.txt, lines "index ms stale_200s refused").
 #   Output: progress on stderr, a markdown table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +54,12 @@ done
 if [ -z "$COUNT" ]; then if [ "${BENCH_QUICK:-0}" = 1 ]; then COUNT=50; else COUNT=1000; fi; fi
 PORT_BASE=${BENCH_PORT_BASE:-18200}
 PG_BASE_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+JITTER_MS=${BENCH_JITTER_MS:-50}
+SAMPLES_DIR=${BENCH_SAMPLES_DIR:-}
+[ -z "$SAMPLES_DIR" ] || mkdir -p "$SAMPLES_DIR"
 SECRET="bench-hmac-secret-0123456789abcdef-0123456789abcdef"
-export TOKENGATE_ADMIN_TOKEN="bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+TOKENGATE_ADMIN_TOKEN="bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export TOKENGATE_ADMIN_TOKEN
 export RUST_LOG=warn
 TG=$ROOT/target/release/tokengate
 ECHO_BIN=$ROOT/target/release/examples/bench_echo
@@ -100,7 +108,7 @@ done
 
 BACKEND_PORT=$((PORT_BASE + 1))
 "$ECHO_BIN" "127.0.0.1:$BACKEND_PORT" 2>"$WORK/echo.log" &
-PIDS+=($!)
+PIDS+=("$!")
 wait_http "http://127.0.0.1:$BACKEND_PORT/" || die "the echo backend did not start"
 
 CACHE_BLOCK='[cache]
@@ -147,7 +155,7 @@ log "verdict cache: $CACHE_TEXT"
 start() { # name config port -> pid in $STARTED
   "$TG" serve --config "$2" 2>"$WORK/$1.log" &
   STARTED=$!
-  PIDS+=($STARTED)
+  PIDS+=("$STARTED")
   wait_http "http://127.0.0.1:$(($3 + 1))/readyz" 150 || die "$1 not ready: $(tail -3 "$WORK/$1.log")"
 }
 
@@ -167,9 +175,10 @@ postgres_url = \"$PG_URL\""
   start replica-a "$WORK/a.toml" $A
   start replica-b "$WORK/b.toml" $B
   log "postgres: $COUNT revocations: logout on replica A, refusal awaited on replica B"
-  out=$("$PROP_BIN" --label postgres --count "$COUNT" --secret "$SECRET" \
+  out=$("$PROP_BIN" --label postgres --count "$COUNT" --secret "$SECRET" --jitter-ms "$JITTER_MS" \
     --register-admin 127.0.0.1:$((A + 1)) --check 127.0.0.1:$B \
-    --revoke logout --logout-proxy 127.0.0.1:$A) || die "the postgres scenario failed"
+    --revoke logout --logout-proxy 127.0.0.1:$A ${SAMPLES_DIR:+--samples "$SAMPLES_DIR/postgres.txt"}) \
+    || die "the postgres scenario failed"
   RESULTS+=("$out")
 else
   NOTES+=("postgres scenario skipped: pg_isready failed for $PG_BASE_URL (or psql is missing)")
@@ -181,9 +190,10 @@ config "$WORK/s.toml" $S "backend = \"sqlite\"
 sqlite_path = \"$WORK/s.db\"" "$CACHE_BLOCK"
 start sqlite "$WORK/s.toml" $S
 log "sqlite: $COUNT revocations: tokengate tokens revoke --session, refusal awaited on the proxy"
-out=$("$PROP_BIN" --label sqlite --count "$COUNT" --secret "$SECRET" \
+out=$("$PROP_BIN" --label sqlite --count "$COUNT" --secret "$SECRET" --jitter-ms "$JITTER_MS" \
   --register-admin 127.0.0.1:$((S + 1)) --check 127.0.0.1:$S \
-  --revoke cli --tokengate "$TG" --config "$WORK/s.toml") || die "the sqlite scenario failed"
+  --revoke cli --tokengate "$TG" --config "$WORK/s.toml" ${SAMPLES_DIR:+--samples "$SAMPLES_DIR/sqlite.txt"}) \
+  || die "the sqlite scenario failed"
 RESULTS+=("$out")
 
 echo
@@ -200,6 +210,6 @@ for r in "${RESULTS[@]}"; do
     "$name" "$n" "$p50" "$p99" "$max" "$mean" "$timeouts" "$stale_total" "$stale_max" "$target" "$met"
 done
 echo
-echo "Time from the revocation's acknowledgement (the 204 of POST /logout; the exit of the CLI process) to the first 401 on the other process, GETs back to back on one keep-alive connection."
+echo "Time from the revocation's acknowledgement (the 204 of POST /logout; the exit of the CLI process) to the first 401 on the other process, GETs back to back on one keep-alive connection; each revocation after a random 0–$JITTER_MS ms pause."
 echo "Verdict cache: $CACHE_TEXT. Machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r). tokengate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'). Command: bench/propagation.sh --count $COUNT"
 for n in "${NOTES[@]}"; do echo; echo "Note: $n"; done

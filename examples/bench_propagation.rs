@@ -8,19 +8,21 @@
 //!    JSON body's `session.id`);
 //! 2. warm it on `--check` (the proxy that must refuse it): GET `--path` until 200, then
 //!    `--warm-extra` more GETs, so that a verdict cache, when there is one, holds it;
-//! 3. revoke it, by one of two doors:
+//! 3. after a random pause of 0..`--jitter-ms` (so that revocations fall at random
+//!    moments of the proxies' feed poll), revoke it, by one of two doors:
 //!    - `--revoke logout --logout-proxy ADDR`: `POST /logout` with the token on another
 //!      proxy; the clock starts when its 204 arrives;
 //!    - `--revoke cli --tokengate BIN --config CFG`: `tokengate tokens revoke --session ID`
 //!      as a separate process; the clock starts when it has exited 0;
 //! 4. GET `--path` on `--check` with the token back-to-back, on one keep-alive
-//!    connection (hyper-util's client), until 401; the time from the acknowledgement to
-//!    the arrival of that 401 is the sample. A revocation not refused within
+//!    connection (hyper-util's client), until 401; the time from the acknowledgement
+//!    to the arrival of that 401 is the sample. A revocation not refused within
 //!    `--timeout-ms` counts as a timeout.
 //!
 //! Prints progress on stderr and one tab-separated result line on stdout:
 //! `label n p50_ms p99_ms max_ms mean_ms timeouts stale_200s_total stale_200s_max`
-//! (stale 200s: answers that still let the token through after the acknowledgement).
+//! (stale 200s: answers that still let the token through after the acknowledgement);
+//! `--samples FILE` also writes every sample.
 //!
 //! ```text
 //! cargo run --release --example bench_propagation -- --label pg --count 1000 \
@@ -94,6 +96,13 @@ struct Args {
     /// Give up on one revocation after this long.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
+    /// Wait a random 0..N ms before each revocation, so that revocations fall at random
+    /// moments of the proxies' feed poll instead of locking onto its period.
+    #[arg(long, default_value_t = 50)]
+    jitter_ms: u64,
+    /// Also write every sample here: `index ms stale_200s refused`, one per line.
+    #[arg(long)]
+    samples: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -190,6 +199,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
 
+        // A revocation comes at a random moment: without this, each iteration would
+        // start a fixed time after the previous refusal, itself just after a feed poll,
+        // and every sample would measure the same phase of the poll period.
+        if args.jitter_ms > 0 {
+            std::thread::sleep(Duration::from_micros(rand::random_range(
+                0..args.jitter_ms * 1000,
+            )));
+        }
+
         // 3. revoke; `acked` is when the revoking process said it was done
         let acked = match args.revoke {
             Door::Logout => {
@@ -274,6 +292,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if let Some(path) = &args.samples {
+        let mut text = String::new();
+        for (i, s) in samples.iter().enumerate() {
+            text.push_str(&format!("{i} {:.3} {} {}\n", s.ms, s.stale, s.refused));
+        }
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
     let mut ms: Vec<f64> = samples.iter().map(|s| s.ms).collect();
     ms.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
