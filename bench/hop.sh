@@ -31,8 +31,10 @@
 #   Pinning: the proxy under test (every tokengate process, the nginx worker) on core 0;
 #   wrk and the backend on core 1 (`taskset`). tokengate then sees one CPU, so its
 #   runtime runs one worker thread. All tokengate instances stay up for the whole run
-#   (warm caches, as in production); the idle ones sit on core 0 too. The PostgreSQL
-#   server is not pinned, and its CPU is not in the tokengate column.
+#   (warm caches, as in production), but only the one under test runs: the others are
+#   stopped with SIGSTOP (BENCH_PAUSE_IDLE=0 leaves them running), so that their feed
+#   polls do not share core 0 with it. The PostgreSQL server is not pinned, and its CPU
+#   is not in the tokengate column.
 #   Rounds alternate (round 1: every setup, round 2: every setup, ...) so that machine
 #   noise hits all setups alike; the table shows the median of each column over the
 #   rounds. Each measured run is preceded by an unmeasured warm-up run.
@@ -157,7 +159,7 @@ WORK=$(mktemp -d -t tokengate-hop.XXXXXX)
 PIDS=()
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
@@ -184,6 +186,9 @@ read_cpu() { # pid -> "utime stime" in clock ticks (fields 14 and 15; comm may h
 }
 read_core() { # core -> "busy total" ticks of that core from /proc/stat
   awk -v c="cpu$1" '$1 == c { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat
+}
+read_ctxsw() { # pid -> context switches (voluntary + involuntary) summed over its threads
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 read_rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
@@ -279,6 +284,15 @@ fi
 log "verdict cache: $CACHE_TEXT"
 
 declare -A TG_PID TG_PORT TG_FILE
+# Only the tokengate under test runs: the others are stopped (SIGSTOP), so that their
+# background work (the feed poll every 25 ms) does not run on core 0 during the run.
+PAUSE_IDLE=${BENCH_PAUSE_IDLE:-1}
+pause() { [ "$PAUSE_IDLE" != 1 ] || kill -STOP "${TG_PID[$1]}"; }
+resume() { # name: continue it and wait until it answers (its feed catches up in ms)
+  [ "$PAUSE_IDLE" != 1 ] || kill -CONT "${TG_PID[$1]}"
+  wait_http "http://127.0.0.1:$((${TG_PORT[$1]} + 1))/readyz" 50 || die "$1 does not answer after SIGCONT"
+  sleep 0.2
+}
 start_tokengate() { # name port-offset alg-label count file-count jwt-block store-block mint-args...
   local name=$1 port=$((PORT_BASE + $2)) label=$3 count=$4 fcount=$5 jwt=$6 store=$7
   shift 7
@@ -301,6 +315,7 @@ start_tokengate() { # name port-offset alg-label count file-count jwt-block stor
     -H "Authorization: Bearer $(head -1 "$WORK/$name.tokens")" "http://127.0.0.1:$port/api/bench")
   [ "$code" = 200 ] || die "$name: a registered token got $code: $(cat "$WORK/$name.check")"
   TG_PID[$name]=$pid TG_PORT[$name]=$port TG_FILE[$name]=$WORK/$name.tokens
+  pause "$name"
 }
 
 need() { for s in "$@"; do has_setup "$s" && return 0; done; return 1; }
@@ -392,9 +407,17 @@ wait_quiet() { # up to QUIET_WAIT s for both cores to be < 15% busy over 0.5 s
 }
 
 RESULTS=$WORK/results.txt; : >"$RESULTS"
+instance_of() { # setup -> tokengate instance name, or "" for direct and nginx
+  case $1 in
+    public|hs256) echo hs ;; rs256) echo rs ;; es256) echo es ;; hs256_1m) echo big ;;
+    distinct) echo distinct ;; postgres) echo pg ;; *) echo "" ;;
+  esac
+}
 measure() { # setup round
-  local setup=$1 round=$2 url pid file offset=0 line
+  local setup=$1 round=$2 url pid file offset=0 line inst
+  inst=$(instance_of "$setup")
   wait_quiet
+  [ -z "$inst" ] || resume "$inst"
   read -r url pid file <<<"$(setup_target "$setup")"
   if [ "$WARMUP" != 0 ]; then
     [ "$setup" = distinct ] && offset=$DISTINCT_OFFSET
@@ -404,9 +427,10 @@ measure() { # setup round
   [ "$setup" = distinct ] && offset=$DISTINCT_OFFSET
   local before after rss=- core_before core_after
   core_before=$(read_core 0)
-  [ "$pid" = - ] || before=$(read_cpu "$pid")
+  local sw_before=0 sw_after=0
+  [ "$pid" = - ] || { sw_before=$(read_ctxsw "$pid"); before=$(read_cpu "$pid"); }
   line=$(run_wrk "$SECS" "$url" "$file" "$offset")
-  [ "$pid" = - ] || { after=$(read_cpu "$pid"); rss=$(read_rss_mb "$pid"); }
+  [ "$pid" = - ] || { after=$(read_cpu "$pid"); sw_after=$(read_ctxsw "$pid"); rss=$(read_rss_mb "$pid"); }
   core_after=$(read_core 0)
   local rps p50 p99 reqs bad err
   read -r rps p50 p99 reqs bad err <<<"$line"
@@ -424,9 +448,12 @@ measure() { # setup round
     total = $4 - $2; mine = ($7 + $8) - ($5 + $6)
     if (total <= 0) print "-"; else { o = (($3 - $1) - mine) * 100 / total; printf "%.1f", (o < 0 ? 0 : o) } }')
   echo "$setup $round $rps $p50 $p99 $user $sys $total $rss $reqs $bad $err $busy $others" >>"$RESULTS"
-  printf 'hop: round %d %-9s %8s req/s  p50 %6.2f ms  p99 %6.2f ms  cpu µs/req user %6s sys %6s total %6s  core %5s%%  others on core 0 %5s%%  rss %5s MB%s\n' \
-    "$round" "$setup" "$rps" "$p50" "$p99" "$user" "$sys" "$total" "$busy" "$others" "$rss" \
+  local ctx=-
+  [ "$pid" = - ] || [ "$reqs" -eq 0 ] || ctx=$(awk -v a="$sw_before" -v b="$sw_after" -v n="$reqs" 'BEGIN { printf "%.3f", (b - a) / n }')
+  printf 'hop: round %d %-9s %8s req/s  p50 %6.2f ms  p99 %6.2f ms  cpu µs/req user %6s sys %6s total %6s  core %5s%%  others on core 0 %5s%%  ctx switches/req %6s  rss %5s MB%s\n' \
+    "$round" "$setup" "$rps" "$p50" "$p99" "$user" "$sys" "$total" "$busy" "$others" "$ctx" "$rss" \
     "$( [ "$bad$err" = 00 ] || echo "  !! non-2xx $bad, socket errors $err")" >&2
+  [ -z "$inst" ] || pause "$inst"
 }
 
 log "setups: $SETUPS; $ROUNDS round(s) × ${SECS} s (warm-up ${WARMUP} s), wrk -t$THREADS -c$CONNS"
@@ -464,7 +491,7 @@ done
 echo
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo "Medians of $ROUNDS alternating round(s) of ${SECS} s (after a ${WARMUP} s warm-up), wrk -t$THREADS -c$CONNS, keep-alive GETs, one rotating Authorization header per request."
-echo "Proxy on core 0, wrk and the echo backend on core 1 (taskset); CPU from /proc/PID/stat (utime, stime; nginx: its worker) over the measured run ÷ requests; \"proxy core busy\" = CPU per request × req/s (below ~95%, the load generator on core 1, not the proxy, set the pace); \"others on core 0\" = the share of core 0 used by other processes during the run (about 5–10% on a quiet machine: interrupts, kernel threads; the PostgreSQL server in the postgres row; much more means the machine was busy and the run is noisy); RSS after the run."
+echo "Proxy on core 0, wrk and the echo backend on core 1 (taskset)$( [ "$PAUSE_IDLE" = 1 ] && echo ', the tokengate instances not under test stopped (SIGSTOP)'); CPU from /proc/PID/stat (utime, stime; nginx: its worker) over the measured run ÷ requests; \"proxy core busy\" = CPU per request × req/s (below ~95%, the load generator on core 1, not the proxy, set the pace); \"others on core 0\" = the share of core 0 used by other processes during the run (a few % on a quiet machine: interrupts, kernel threads; more in the postgres row, where the PostgreSQL server may run; much more means the machine was busy and the run is noisy); RSS after the run."
 echo "Verdict cache: $CACHE_TEXT. Machine: $(nproc) cores, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r), load average at start $LOAD_AT_START. tokengate $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ local changes)'). Command: $(env | grep '^BENCH_' | sort | tr '\n' ' ')bench/hop.sh"
 if awk '$11 != 0 || $12 != 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
   echo
