@@ -201,6 +201,8 @@ pub mod raw {
         pub audience: Vec<String>,
         pub leeway_seconds: u64,
         pub user_claim: String,
+        pub required_claims: BTreeMap<String, String>,
+        pub required_typ: Option<String>,
     }
 
     impl Default for Jwt {
@@ -218,6 +220,8 @@ pub mod raw {
                 audience: Vec::new(),
                 leeway_seconds: DEFAULT_LEEWAY_SECONDS,
                 user_claim: DEFAULT_USER_CLAIM.into(),
+                required_claims: BTreeMap::new(),
+                required_typ: None,
             }
         }
     }
@@ -890,6 +894,30 @@ fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, C
             "more than 300 seconds of clock skew is not accepted",
         ));
     }
+    for (claim, value) in &raw.required_claims {
+        let key = format!("jwt.required_claims.{claim}");
+        if claim.is_empty() || value.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                "needs a claim name and a non-empty value",
+            ));
+        }
+        if claim == &raw.user_claim || ["exp", "nbf", "iat"].contains(&claim.as_str()) {
+            return Err(ConfigError::new(
+                key,
+                "names a claim tokengate already checks (jwt.user_claim, exp, nbf, iat)",
+            ));
+        }
+    }
+    let required_typ = match raw.required_typ.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(ConfigError::new(
+                "jwt.required_typ",
+                "must name a type, e.g. \"at+jwt\" (RFC 9068)",
+            ))
+        }
+        other => other.map(str::to_owned),
+    };
     Ok(Verifier::new(
         keys,
         VerifierSettings {
@@ -898,6 +926,12 @@ fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, C
             audience: raw.audience.clone(),
             leeway: raw.leeway_seconds,
             user_claim: raw.user_claim.clone(),
+            required_claims: raw
+                .required_claims
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            required_typ,
         },
     ))
 }

@@ -232,7 +232,10 @@ fn verify_text(e: &VerifyError) -> Cow<'static, str> {
         VerifyError::IssuedInFuture => "the token is issued in the future",
         VerifyError::Issuer => "the token issuer is not accepted",
         VerifyError::Audience => "the token audience is not accepted",
-        VerifyError::NoUserClaim(_) => return Cow::Owned(e.to_string()),
+        VerifyError::NoUserClaim(_) | VerifyError::RequiredClaim(_) => {
+            return Cow::Owned(e.to_string())
+        }
+        VerifyError::Type => "the token type (typ) is not accepted",
         VerifyError::User => "the token does not name a valid user",
     })
 }

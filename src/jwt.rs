@@ -114,6 +114,12 @@ pub enum VerifyError {
     /// The user claim is a string, but empty or not usable as a header value.
     #[error("the token does not name a valid user")]
     User,
+    /// A claim of `jwt.required_claims` (named here) is missing or has another value.
+    #[error("the token lacks the required claim \"{0}\" (jwt.required_claims)")]
+    RequiredClaim(String),
+    /// The `typ` header is missing or not `jwt.required_typ`.
+    #[error("the token type (typ) is not accepted")]
+    Type,
 }
 
 /// A token that passed verification. It no longer carries the raw token.
@@ -146,6 +152,12 @@ pub struct VerifierSettings {
     pub leeway: u64,
     /// The claim naming the user.
     pub user_claim: String,
+    /// Claims every token must carry with these values (`jwt.required_claims`, SPEC §14):
+    /// a string equal to the value, or an array holding it.
+    pub required_claims: Vec<(String, String)>,
+    /// The `typ` header every token must carry (`jwt.required_typ`, e.g. RFC 9068's
+    /// `at+jwt`), compared as a media type: case-insensitive, `application/` optional.
+    pub required_typ: Option<String>,
 }
 
 /// One verification key with the validation rules that go with it.
@@ -402,6 +414,15 @@ impl Verifier {
         if !self.settings.algorithms.contains(&alg) {
             return Err(VerifyError::Algorithm);
         }
+        if let Some(required) = &self.settings.required_typ {
+            if !header
+                .typ
+                .as_deref()
+                .is_some_and(|t| same_media_type(t, required))
+            {
+                return Err(VerifyError::Type);
+            }
+        }
         let mut result = Err(VerifyError::UnknownKey);
         for entry in self.keys.candidates(alg, header.kid.as_deref()) {
             result = jsonwebtoken::decode::<StrictObject>(token, &entry.key, &entry.validation)
@@ -462,8 +483,24 @@ impl Verifier {
         let user = match claims.get(&self.settings.user_claim) {
             Some(Value::String(u)) if valid_user(u) => u.clone(),
             Some(Value::String(_)) => return Err(VerifyError::User),
+            // Numeric ids (Django's primary keys, GitHub's): a non-negative integer,
+            // forwarded as its decimal text (SPEC §14). Floats, negatives and numbers
+            // beyond u64 are refused.
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                n.as_u64().map(|id| id.to_string()).unwrap_or_default()
+            }
             _ => return Err(VerifyError::NoUserClaim(self.settings.user_claim.clone())),
         };
+        for (claim, value) in &self.settings.required_claims {
+            let present = match claims.get(claim) {
+                Some(Value::String(s)) => s == value,
+                Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
+                _ => false,
+            };
+            if !present {
+                return Err(VerifyError::RequiredClaim(claim.clone()));
+            }
+        }
         Ok(VerifiedToken {
             hash: TokenHash::of_signing_input(signing_input.as_bytes()),
             user,
@@ -529,6 +566,7 @@ fn split_compact(token: &str) -> Result<(&str, &str), VerifyError> {
 struct ParsedHeader {
     alg: Algorithm,
     kid: Option<String>,
+    typ: Option<String>,
 }
 
 /// Header parameters that are refused outright: keys carried by the token itself
@@ -570,10 +608,24 @@ fn parse_header(segment: &str) -> Result<ParsedHeader, VerifyError> {
         Some(Value::String(k)) if !k.is_empty() && k.len() <= 256 => Some(k.clone()),
         Some(_) => return Err(VerifyError::UnknownKey),
     };
-    if header.get("typ").is_some_and(|t| !t.is_string()) {
-        return Err(VerifyError::BadHeader);
-    }
-    Ok(ParsedHeader { alg, kid })
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(VerifyError::BadHeader),
+    };
+    Ok(ParsedHeader { alg, kid, typ })
+}
+
+/// Whether two media types are the same (RFC 7515 §4.1.9: case-insensitive, and the
+/// `application/` prefix may be left out).
+fn same_media_type(a: &str, b: &str) -> bool {
+    let bare = |t: &str| {
+        let t = t.trim().to_ascii_lowercase();
+        t.strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(t)
+    };
+    bare(a) == bare(b)
 }
 
 /// A NumericDate (RFC 7519 §2): a non-negative number of seconds, up to year 9999.
@@ -662,8 +714,17 @@ mod tests {
                 audience: audience.iter().map(|s| s.to_string()).collect(),
                 leeway: 30,
                 user_claim: "sub".into(),
+                required_claims: Vec::new(),
+                required_typ: None,
             },
         )
+    }
+
+    #[test]
+    fn media_types_compare_without_case_or_prefix() {
+        assert!(same_media_type("at+jwt", "at+JWT"));
+        assert!(same_media_type("application/at+jwt", "at+jwt"));
+        assert!(!same_media_type("JWT", "at+jwt"));
     }
 
     fn mint(claims: Value) -> String {
