@@ -892,9 +892,18 @@ mod tests {
                 "{bad}"
             );
         }
-        // Missing or not a string: the error names the configured claim.
+        // A non-negative integer is an id, forwarded as decimal text (SPEC §14).
+        for (id, text) in [
+            (json!(5), "5"),
+            (json!(0), "0"),
+            (json!(u64::MAX), "18446744073709551615"),
+        ] {
+            let token = at(&v, &mint(json!({"sub": id, "exp": exp}))).unwrap();
+            assert_eq!(token.user, text);
+        }
+        // Missing, or neither a string nor such a number: the error names the claim.
         let no_sub = VerifyError::NoUserClaim("sub".into());
-        for bad in [json!(5), json!(null), json!(true)] {
+        for bad in [json!(-5), json!(5.5), json!(null), json!(true)] {
             assert_eq!(
                 at(&v, &mint(json!({"sub": bad, "exp": exp}))).unwrap_err(),
                 no_sub,

@@ -1714,7 +1714,7 @@ async fn a_token_without_the_configured_user_claim_is_refused_naming_it() {
     .await;
     for payload in [
         json!({"sub": "alice", "iat": n, "exp": n + 600}),
-        json!({"user_id": 7, "iat": n, "exp": n + 600}),
+        json!({"user_id": -7, "iat": n, "exp": n + 600}),
     ] {
         let token = raw_hs256(HS_HEADER, &payload.to_string());
         plant(&gate, &token).await;
@@ -1754,17 +1754,12 @@ async fn a_token_with_an_empty_or_blank_sub_is_refused() {
 }
 
 #[tokio::test]
-async fn a_token_with_a_numeric_or_structured_sub_is_refused() {
+async fn a_token_with_a_negative_fractional_or_structured_sub_is_refused() {
     let (backend, gate) = claims_gate("").await;
     let n = now();
-    for sub in [
-        json!(5),
-        json!(0),
-        json!(-1),
-        json!(1.5),
-        json!(null),
-        json!(true),
-    ] {
+    // A non-negative integer is a user id (SPEC §14), forwarded as decimal text; any
+    // other number or type is refused.
+    for sub in [json!(-1), json!(1.5), json!(5.0), json!(null), json!(true)] {
         claims_refused(
             &gate,
             &backend,

@@ -249,6 +249,16 @@ async fn a_cut_off_ends_refresh_tokens_under_denylist_and_user_status() {
         let gate = gate(&backend, strategy).await;
         let (access, r1) = obtain(&gate, "alice").await;
         let (_, r2) = refreshed(&gate, &r1).await;
+        if strategy == "denylist" {
+            // Rotation denies the spent refresh token (user-status keeps no per-token row).
+            refused(
+                &gate,
+                &backend,
+                &r1,
+                "denylist: a rotated-away refresh token",
+            )
+            .await;
+        }
         let all = if strategy == "denylist" {
             "/logout-all"
         } else {
