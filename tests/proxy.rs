@@ -628,10 +628,12 @@ async fn a_token_cookie_sent_twice_gets_401_invalid_token() {
 async fn a_token_whose_user_claim_is_not_a_clean_header_value_gets_401() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
+    // (A non-negative integer is a user id, SPEC §14: -42 and 4.2 are not.)
     for sub in [
         json!(""),
         json!("alice\r\nX-Admin: 1"),
-        json!(42),
+        json!(-42),
+        json!(4.2),
         json!(null),
     ] {
         let mut c = claims("alice");
