@@ -33,7 +33,7 @@ use crate::extract::{extract, ExtractError};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::proxy::{request_id, UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
-use crate::store::{Actor, Session, StoreError, TokenKind};
+use crate::store::{Actor, Session, StoreError, TokenHash, TokenKind};
 use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
 
 /// Why a request is answered by tokengate itself instead of the backend.
@@ -593,8 +593,15 @@ async fn capture(
     };
     if let Some(raw) = refresh {
         let session = session.or(joins);
+        // The same refresh token handed back (no rotation) is not spent.
+        let rotated = match (&raw, &presented) {
+            (Ok(new), Some(old)) => new.rsplit_once('.').is_some_and(|(input, _)| {
+                TokenHash::of_signing_input(input.as_bytes()) != old.token.hash
+            }),
+            _ => false,
+        };
         let stored = admit_captured(app, route, &meta, raw, TokenKind::Refresh, session).await;
-        if let (Some(_), Some(old)) = (stored, &presented) {
+        if let (Some(_), Some(old), true) = (stored, &presented, rotated) {
             // Rotation: the presented refresh token is spent.
             if let Err(e) = app
                 .revocations
@@ -657,55 +664,53 @@ async fn admit_captured(
     kind: TokenKind,
     session_id: Option<String>,
 ) -> Option<Option<String>> {
+    let refresh = kind == TokenKind::Refresh;
+    let label = move |access: &'static str, refresh_label: &'static str| -> &'static str {
+        if refresh {
+            refresh_label
+        } else {
+            access
+        }
+    };
+    let raw = match found {
+        Ok(raw) => raw,
+        Err(miss) => {
+            app.metrics
+                .capture(label(miss.label(), "refresh_not_found"));
+            tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %miss, "capture failed");
+            return None;
+        }
+    };
+    let token = match app.config.verifier.verify(&raw) {
+        Ok(token) => token,
+        Err(e) => {
+            app.metrics.capture(label("invalid", "refresh_invalid"));
+            tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %e, "capture failed: the issued token does not verify");
+            return None;
+        }
+    };
+    match app
+        .strategy
+        .admit_as(&token, meta.clone(), kind, session_id)
+        .await
     {
-        let refresh = kind == TokenKind::Refresh;
-        let label = move |access: &'static str, refresh_label: &'static str| -> &'static str {
-            if refresh {
-                refresh_label
-            } else {
-                access
-            }
-        };
-        let raw = match found {
-            Ok(raw) => raw,
-            Err(miss) => {
-                app.metrics
-                    .capture(label(miss.label(), "refresh_not_found"));
-                tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %miss, "capture failed");
-                return None;
-            }
-        };
-        let token = match app.config.verifier.verify(&raw) {
-            Ok(token) => token,
-            Err(e) => {
-                app.metrics.capture(label("invalid", "refresh_invalid"));
-                tracing::warn!(route = %route.path, kind = kind.as_str(), cause = %e, "capture failed: the issued token does not verify");
-                return None;
-            }
-        };
-        match app
-            .strategy
-            .admit_as(&token, meta.clone(), kind, session_id)
-            .await
-        {
-            Ok(session) => {
-                app.metrics.capture(label("stored", "refresh_stored"));
-                let session = session.map(|s| s.session_id);
-                tracing::info!(
-                    user = %token.user,
-                    kind = kind.as_str(),
-                    session = session.as_deref().unwrap_or("-"),
-                    token = %token.hash.short(),
-                    "token captured"
-                );
-                Some(session)
-            }
-            Err(e) => {
-                app.metrics
-                    .capture(label("store_error", "refresh_store_error"));
-                tracing::error!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the token was not stored");
-                None
-            }
+        Ok(session) => {
+            app.metrics.capture(label("stored", "refresh_stored"));
+            let session = session.map(|s| s.session_id);
+            tracing::info!(
+                user = %token.user,
+                kind = kind.as_str(),
+                session = session.as_deref().unwrap_or("-"),
+                token = %token.hash.short(),
+                "token captured"
+            );
+            Some(session)
+        }
+        Err(e) => {
+            app.metrics
+                .capture(label("store_error", "refresh_store_error"));
+            tracing::error!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the token was not stored");
+            None
         }
     }
 }

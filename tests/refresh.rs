@@ -31,6 +31,12 @@ path = "/api/token/refresh/"
 from = "json:/access"
 presents = "json:/refresh"
 refresh_token = "json:/refresh"
+
+[[capture]]
+path = "/api/token/refresh-keep/"
+from = "json:/access"
+presents = "json:/refresh"
+refresh_token = "json:/refresh"
 "#;
 
 async fn gate(backend: &Backend, strategy: &str) -> Gate {
@@ -127,6 +133,25 @@ async fn a_refreshed_token_joins_its_login_session_and_rotation_spends_the_old_r
     let (access3, _) = refreshed(&gate, &refresh2).await;
     assert_eq!(call(&gate, &access3).await, 200);
     assert_eq!(sessions(&gate, &access3).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_handed_back_unrotated_stays_usable() {
+    let backend = Backend::start().await;
+    let gate = gate(&backend, "allowlist").await;
+    let (_, refresh_token) = obtain(&gate, "alice").await;
+    for _ in 0..3 {
+        let r = send(
+            "POST",
+            &gate.url("/api/token/refresh-keep/"),
+            &[("content-type", "application/json")],
+            json!({"refresh": refresh_token}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(str_of(&r.json(), "refresh"), refresh_token);
+        assert_eq!(call(&gate, &str_of(&r.json(), "access")).await, 200);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -220,7 +220,8 @@ async fn backend_route(
         }
         // A simplejwt-shaped pair: login issues access + refresh; refresh rotates both.
         // Like an unmodified backend, it knows nothing of tokengate's revocations.
-        "/api/token/" | "/api/token/refresh/" => {
+        // `/api/token/refresh-keep/` hands the presented refresh token back (no rotation).
+        "/api/token/" | "/api/token/refresh/" | "/api/token/refresh-keep/" => {
             let user = if path == "/api/token/" {
                 Some(user)
             } else {
@@ -228,9 +229,15 @@ async fn backend_route(
             };
             match user {
                 Some(user) => {
+                    let refresh = if path == "/api/token/refresh-keep/" {
+                        serde_json::from_slice::<Value>(&bytes).unwrap_or_default()["refresh"]
+                            .clone()
+                    } else {
+                        json!(mint(&token_of_type(&user, "refresh", 86_400)))
+                    };
                     let body = json!({
                         "access": mint(&token_of_type(&user, "access", 300)),
-                        "refresh": mint(&token_of_type(&user, "refresh", 86_400)),
+                        "refresh": refresh,
                     });
                     *response.body_mut() = Full::new(Bytes::from(body.to_string()));
                     response
