@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use crate::cache::VerdictCache;
 use crate::metrics::Metrics;
-use crate::store::{Actor, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError};
+use crate::store::{
+    Actor, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session, StoreError,
+};
 use crate::strategy::{Strategy, StrategyKind, Target};
 
 /// Folds rows (newest first) into one entry per session id, in order of each session's
@@ -101,19 +103,17 @@ impl Revocations {
         let user = user
             .or_else(|| revoked.sessions.first().map(|s| s.user_id.clone()))
             .unwrap_or_default();
-        match target {
-            Target::Token(token) | Target::Replaced(token) => {
-                self.cache.forget_token(token.hash);
+        // What the change ended, not what was asked: a user-status logout is a cut-off.
+        match kind {
+            RevocationKind::LogoutAll | RevocationKind::Cutoff => self.cache.forget_user(&user),
+            RevocationKind::Logout | RevocationKind::Session => {
+                if let Target::Token(token) | Target::Replaced(token) = target {
+                    self.cache.forget_token(token.hash);
+                }
                 for session in &revoked.sessions {
                     self.cache.forget_token(session.token_hash);
                 }
             }
-            Target::Session { .. } => {
-                for session in &revoked.sessions {
-                    self.cache.forget_token(session.token_hash);
-                }
-            }
-            Target::User(_) => self.cache.forget_user(&user),
         }
         self.metrics.revocation(kind.as_str(), by.as_str());
         // A list field (`crate::cli::LIST_FIELDS`): an array in JSON logs.

@@ -247,13 +247,27 @@ async fn logouts_on_another_gate_reach_a_warm_cache_under_every_strategy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_on_the_same_gate_is_refused_at_once() {
-    let backend = Backend::start().await;
-    let gate = gate(&backend, "allowlist").await;
-    let token = login(&gate, "alice").await;
-    warm(&gate, &token).await;
-    assert_eq!(post_with(&gate.url("/logout"), &token).await.status, 204);
-    // No wait: the door forgets the token in this process before answering.
-    assert_eq!(call(&gate, &token).await, 401);
+    for strategy in ["allowlist", "denylist", "user-status"] {
+        let backend = Backend::start().await;
+        let gate = gate(&backend, strategy).await;
+        let token = login(&gate, "alice").await;
+        let other = login(&gate, "alice").await;
+        warm(&gate, &token).await;
+        warm(&gate, &other).await;
+        assert_eq!(post_with(&gate.url("/logout"), &token).await.status, 204);
+        // No wait: the door forgets the token in this process before answering, and
+        // under user-status (where a logout is a cut-off) every token of the user.
+        assert_eq!(call(&gate, &token).await, 401, "{strategy}");
+        let expected = if strategy == "user-status" { 401 } else { 200 };
+        assert_eq!(call(&gate, &other).await, expected, "{strategy}");
+        assert_eq!(
+            post_with(&gate.url("/logout-all"), &login(&gate, "alice").await)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(call(&gate, &other).await, 401, "{strategy}: logout-all");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
