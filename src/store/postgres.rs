@@ -18,13 +18,13 @@
 //!   commits on its own, and its future resolves only after the commit.
 //! - **One transaction connection**, behind an async mutex held for the length of a
 //!   transaction: a transaction needs its connection to itself, or queries pipelined by
-//!   other tasks would land inside it. Only `insert_session` needs one.
+//!   other tasks would land inside it. `insert_session` and `revoke` use it.
 //!
 //! A connection whose socket died (server restart, `pg_terminate_backend`, a network
 //! cut) is replaced on its next use. An operation that meets a dead connection or an
 //! unreachable server returns a [`StoreError`], which the gate turns into a 503 (fail
 //! closed), never a panic or a guess. Operations that are safe to repeat (the reads,
-//! `insert_session`, `deny`, `set_cutoff`) are retried once on a new connection when
+//! `insert_session`, `revoke` except by session id) are retried once on a new connection when
 //! theirs turns out to be dead, so a server restart costs no 503 on the hot path. One
 //! reconnection attempt runs at a time per connection, and tasks queued behind an
 //! attempt that failed get its error instead of each trying in turn. Every operation,
@@ -32,11 +32,14 @@
 //!
 //! # Several replicas (SPEC §8)
 //!
-//! Nothing is cached: every check is a query on the shared database at PostgreSQL's
-//! default READ COMMITTED isolation, where each statement sees every transaction
-//! committed before it began. A revocation is answered only after its commit, so once
-//! any replica (or the CLI) has answered a logout, every replica refuses the token on its
-//! very next request: the bound of SPEC §8 is the commit itself, with no delay added.
+//! The store caches nothing: every check is a query on the shared database at
+//! PostgreSQL's default READ COMMITTED isolation, where each statement sees every
+//! transaction committed before it began. A revocation is answered only after its commit.
+//! The verdict cache above the store ([`crate::cache`]) learns of it from the feed: every
+//! revocation appends its `revocation_log` row in the same transaction, under a per-schema
+//! lock held to the commit (so `seq` order is commit order), and notifies
+//! `tokengate_revocations` with the commit; [`TokenStore::listen`] keeps a `LISTEN`
+//! connection (`<application_name>-feed`) open for the reader.
 //! Durability follows the server's `synchronous_commit` (default `on`: the commit is in
 //! the WAL on disk before it is acknowledged); do not turn it off for tokengate's role.
 //!
