@@ -88,6 +88,8 @@ impl Refusal {
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::NoToken => "no_token",
             Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => "invalid_token",
+            // Not a revocation: the token can never pass under this configuration.
+            Refusal::NotLive(DeadReason::NoIssuedAt(_) | DeadReason::WrongKind) => "invalid_token",
             Refusal::NotLive(_) => "revoked",
             Refusal::StoreUnavailable(_) => "store_unavailable",
             Refusal::Upstream(UpstreamError::Timeout) => "upstream_timeout",
@@ -705,6 +707,12 @@ async fn admit_captured(
                 "token captured"
             );
             Some(session)
+        }
+        // The token lacks what the strategy needs: the issuer's doing, not the store's.
+        Err(e @ crate::strategy::AdmitError::NoIssuedAt(_)) => {
+            app.metrics.capture(label("invalid", "refresh_invalid"));
+            tracing::warn!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the issued token cannot be used");
+            None
         }
         Err(e) => {
             app.metrics

@@ -432,7 +432,7 @@ async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
             "denylist",
             serde_json::json!({"sub": "alice", "exp": n + 600}),
             "the token has no iat, which the denylist strategy needs",
-            "capture failed: the token was not stored",
+            "capture failed: the issued token cannot be used",
         ),
     ] {
         let token = mint(&issued);

@@ -175,3 +175,25 @@ fn the_new_keys_are_checked_at_load_by_dotted_key() {
         assert_eq!(e.key, key, "{jwt}: {e}");
     }
 }
+
+/// FastAPI's tutorial shape (no `iat`) under a cut-off strategy: the capture is counted
+/// as an unusable token (not a store error), and the refusal as `invalid_token`, not as
+/// a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_iat_under_denylist_is_invalid_not_a_store_error() {
+    let minter: Minter = Arc::new(|user: &str| mint(&json!({"sub": user, "exp": now() + 600})));
+    let backend = Backend::start_with(minter).await;
+    let gate = Gate::start_config(&backend, &config("denylist", "")).await;
+    let token = login(&gate, "alice").await;
+    assert_eq!(gate.app.metrics.capture_count("invalid"), 1);
+    assert_eq!(gate.app.metrics.capture_count("store_error"), 0);
+    let r = refused(&gate, &backend, &token, "no iat").await;
+    assert!(r.header("www-authenticate").unwrap().contains("iat"));
+    let metrics = get(&format!("http://{}/metrics", gate.admin), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        metrics.contains("tokengate_requests_total{outcome=\"invalid_token\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("outcome=\"revoked\""), "{metrics}");
+}
