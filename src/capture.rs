@@ -11,7 +11,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 
@@ -219,22 +219,13 @@ fn form_decode(text: &str) -> String {
     String::from_utf8_lossy(&crate::gate::percent_decode(&spaced)).into_owned()
 }
 
-/// A cookie of a request's `Cookie` headers; two of that name are ambiguous.
+/// A cookie of a request, read as a token source reads it ([`crate::extract`]).
 fn from_cookie_header(headers: &HeaderMap, name: &str) -> Result<String, CaptureMiss> {
-    let mut found = None;
-    for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            if cookie.name() != name {
-                continue;
-            }
-            if found.is_some() {
-                return Err(CaptureMiss::Ambiguous);
-            }
-            found = Some(cookie.value().to_string());
-        }
+    match crate::extract::from_cookie(headers, name) {
+        Ok(Some(value)) => Ok(value.to_owned()),
+        Ok(None) => Err(CaptureMiss::NotFound),
+        Err(_) => Err(CaptureMiss::Ambiguous),
     }
-    non_empty(&found.ok_or(CaptureMiss::NotFound)?)
 }
 
 /// Finds the token in response headers, for the `header:` and `cookie:` sources.
@@ -346,6 +337,7 @@ async fn read_json_body(response: Response<Body>) -> (Response<Body>, Result<Byt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::COOKIE;
     use http::HeaderValue;
 
     #[test]

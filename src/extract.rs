@@ -98,7 +98,13 @@ fn from_header<'h>(
     Ok(Some(rest))
 }
 
-fn from_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ExtractError> {
+/// The value of the request cookie `name` (across every `Cookie` header; quotes
+/// removed); two of that name are refused, an empty one is none. Also what a refresh
+/// route reads a presented `cookie:` refresh token with ([`crate::capture`]).
+pub(crate) fn from_cookie<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, ExtractError> {
     let mut found = None;
     for header in headers.get_all(COOKIE) {
         let Ok(header) = header.to_str() else {

@@ -407,26 +407,27 @@ async fn a_killed_listener_keeps_the_bound_and_comes_back() {
     let backend = Backend::start().await;
     let a = pg_gate(&backend, "allowlist", &schema.url).await;
     let b = pg_gate(&backend, "allowlist", &schema.url).await;
-    let listeners = || async {
-        let row = pg_admin()
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                &[&format!("{}-feed", schema.name)],
-            )
-            .await
-            .unwrap();
-        row.get::<_, i64>(0)
-    };
-    let mut n = 0;
-    for _ in 0..500 {
-        n = listeners().await;
-        if n == 2 {
-            break;
+    // Polls for up to 5 s until both replicas' `-feed` connections are there.
+    let two_listeners = || async {
+        let mut n = 0;
+        for _ in 0..500 {
+            let row = pg_admin()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&format!("{}-feed", schema.name)],
+                )
+                .await
+                .unwrap();
+            n = row.get::<_, i64>(0);
+            if n == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(n, 2, "one listener per replica");
+        n
+    };
+    assert_eq!(two_listeners().await, 2, "one listener per replica");
     for round in 0..2 {
         let killed: i64 = pg_admin()
             .await
@@ -443,15 +444,7 @@ async fn a_killed_listener_keeps_the_bound_and_comes_back() {
         assert_eq!(post_with(&b.url("/logout"), &token).await.status, 204);
         assert_refused_within_the_bound(&a, &backend, &token, "logout, listener killed").await;
     }
-    let mut n = 0;
-    for _ in 0..500 {
-        n = listeners().await;
-        if n == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(n, 2, "the listeners reconnected");
+    assert_eq!(two_listeners().await, 2, "the listeners reconnected");
     assert!(a.app.metrics.cache_hits.get() > 0);
 }
 

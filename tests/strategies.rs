@@ -125,15 +125,7 @@ for_each_strategy!(
     |gate, backend, strategy| {
         let _ = &backend;
         let token = login(&gate, "alice").await;
-        // What `tokens revoke --user` and `DELETE /admin/users/{id}/sessions` call.
-        gate.app
-            .revocations
-            .revoke(
-                tokengate::strategy::Target::User("alice"),
-                tokengate::store::Actor::Admin,
-            )
-            .await
-            .unwrap();
+        revoke_alice(&gate).await;
         assert_eq!(call(&gate, &token).await, 401, "{strategy}");
     }
 );
@@ -164,14 +156,7 @@ async fn a_login_in_the_same_second_as_logout_all_works_through_capture() {
             let fresh = login(&gate, "alice").await;
             if now() != start {
                 // The second turned over mid-sequence; the case is not the one under test.
-                gate.app
-                    .revocations
-                    .revoke(
-                        tokengate::strategy::Target::User("alice"),
-                        tokengate::store::Actor::Admin,
-                    )
-                    .await
-                    .unwrap();
+                revoke_alice(&gate).await;
                 continue;
             }
             assert_eq!(
@@ -282,14 +267,7 @@ async fn a_token_issued_after_the_cut_off_passes() {
         let backend = Backend::start().await;
         let gate = Gate::start_strategy(&backend, strategy).await;
         let old = mint(&claims("alice"));
-        gate.app
-            .revocations
-            .revoke(
-                tokengate::strategy::Target::User("alice"),
-                tokengate::store::Actor::Admin,
-            )
-            .await
-            .unwrap();
+        revoke_alice(&gate).await;
         // Not captured, so it needs an iat after the cut-off second.
         let mut newer = claims("alice");
         newer["iat"] = json!(now() + 1);
@@ -316,4 +294,16 @@ async fn sessions_are_a_404_with_a_clear_error_where_no_list_is_kept() {
         );
         assert_eq!(backend.count(), 1, "only the login reached the backend");
     }
+}
+
+/// What `tokens revoke --user alice` and `DELETE /admin/users/alice/sessions` call.
+async fn revoke_alice(gate: &Gate) {
+    gate.app
+        .revocations
+        .revoke(
+            tokengate::strategy::Target::User("alice"),
+            tokengate::store::Actor::Admin,
+        )
+        .await
+        .unwrap();
 }
