@@ -2,23 +2,27 @@
 //!
 //! 1. [`check_path`]: dot-segments and encoded slashes get 400;
 //! 2. strip client copies of identity, hop-by-hop and forwarding headers
-//!    ([`crate::proxy::HeaderPolicy::strip_client_headers`]);
+//!    ([`crate::proxy::HeaderPolicy::sanitize`]);
 //! 3. route: logout, logout-all, sessions, capture, public, or protected;
-//! 4. [`authenticate`]: extract, verify, check liveness;
-//! 5. rewrite headers (forwarding headers, identity) and forward ([`crate::proxy`]);
+//! 4. [`authorize`] (from the verdict cache) or [`authenticate`]: extract, verify,
+//!    check liveness;
+//! 5. prepare the upstream request (forwarding headers, identity) and forward
+//!    ([`crate::proxy::HeaderPolicy::prepare_upstream`], [`crate::proxy::Upstream`]);
 //! 6. record metrics and a log line.
+//!
+//! What is known about the connection and the request (peer, trust, request id) is
+//! worked out once, in a [`RequestContext`], and read by every step.
 //!
 //! Every refusal is a [`Refusal`], mapped in one place to status, `WWW-Authenticate`
 //! and a JSON body. Refusals never reach the backend.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{
-    HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -29,9 +33,11 @@ use crate::body::{self, Body};
 use crate::cache::Verdict;
 use crate::capture;
 use crate::config::CaptureRoute;
+use crate::context::{ClientConn, RequestContext};
 use crate::extract::{extract, ExtractError};
 use crate::jwt::{VerifiedToken, VerifyError};
-use crate::proxy::{request_id, UpstreamError, X_REQUEST_ID};
+use crate::metrics::Outcome;
+use crate::proxy::{UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
 use crate::store::{Actor, Session, StoreError, TokenHash, TokenKind};
 use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
@@ -81,20 +87,22 @@ const REALM: &str = "Bearer realm=\"tokengate\"";
 
 impl Refusal {
     /// The metrics label of this refusal.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::BadPath | Refusal::UriTooLong => "bad_path",
-            Refusal::Malformed(_) => "bad_request",
-            Refusal::MethodNotAllowed(_) => "method_not_allowed",
-            Refusal::NoToken => "no_token",
-            Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::BadPath | Refusal::UriTooLong => Outcome::BadPath,
+            Refusal::Malformed(_) => Outcome::BadRequest,
+            Refusal::MethodNotAllowed(_) => Outcome::MethodNotAllowed,
+            Refusal::NoToken => Outcome::NoToken,
+            Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => Outcome::InvalidToken,
             // Not a revocation: the token can never pass under this configuration.
-            Refusal::NotLive(DeadReason::NoIssuedAt(_) | DeadReason::WrongKind) => "invalid_token",
-            Refusal::NotLive(_) => "revoked",
-            Refusal::StoreUnavailable(_) => "store_unavailable",
-            Refusal::Upstream(UpstreamError::Timeout) => "upstream_timeout",
-            Refusal::Upstream(_) => "upstream_error",
-            Refusal::NotFound(_) => "not_found",
+            Refusal::NotLive(DeadReason::NoIssuedAt(_) | DeadReason::WrongKind) => {
+                Outcome::InvalidToken
+            }
+            Refusal::NotLive(_) => Outcome::Revoked,
+            Refusal::StoreUnavailable(_) => Outcome::StoreUnavailable,
+            Refusal::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
+            Refusal::Upstream(_) => Outcome::UpstreamError,
+            Refusal::NotFound(_) => Outcome::NotFound,
         }
     }
 
@@ -259,13 +267,14 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 /// Handles one request of the public listener. Never fails: every error is a response.
 pub async fn handle(
     app: Arc<App>,
-    peer: SocketAddr,
+    conn: Arc<ClientConn>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let id = request_id(request.headers());
+    let ctx = RequestContext::new(&conn.info, request.headers());
     let method = request.method().clone();
-    let (outcome, mut response) = match pipeline(&app, peer, request.map(body::boxed), &id).await {
+    let (outcome, mut response) = match pipeline(&app, &conn, &ctx, request.map(body::boxed)).await
+    {
         Ok(done) => done,
         Err(refusal) => {
             match &refusal {
@@ -281,35 +290,58 @@ pub async fn handle(
             (refusal.outcome(), refusal.into_response())
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID, id);
+    response.headers_mut().insert(X_REQUEST_ID, ctx.id);
     let elapsed = started.elapsed();
     app.metrics.request(outcome, elapsed);
-    tracing::debug!(%method, status = response.status().as_u16(), outcome, micros = elapsed.as_micros() as u64, "request");
+    tracing::debug!(%method, status = response.status().as_u16(), outcome = outcome.label(), micros = elapsed.as_micros() as u64, "request");
     Ok(response)
 }
 
 /// Steps 1 to 5; returns the metrics outcome with the response.
 async fn pipeline(
     app: &App,
-    peer: SocketAddr,
+    conn: &ClientConn,
+    ctx: &RequestContext<'_>,
     mut request: Request<Body>,
-    id: &HeaderValue,
-) -> Result<(&'static str, Response<Body>), Refusal> {
+) -> Result<(Outcome, Response<Body>), Refusal> {
     check_head(&request)?;
-    clean_headers(app, peer, &mut request, id);
+    app.headers.sanitize(request.headers_mut(), ctx);
+    let via = Via { app, conn, ctx };
     match route(app, &request) {
         Route::Logout => logout(app, &request, false).await,
         Route::LogoutAll => logout(app, &request, true).await,
         Route::Sessions => list_sessions(app, &request).await,
         Route::Session(id) => revoke_session(app, &request, &id).await,
-        Route::Capture(route) => capture(app, peer, request, route).await,
-        Route::Public => Ok(("public", forward(app, request).await?)),
+        Route::Capture(route) => capture(&via, request, route).await,
+        Route::Public => Ok((Outcome::Public, via.forward(request, &[]).await?)),
         Route::Protected => {
             let verdict = authorize(app, &request).await?;
-            app.headers
-                .inject_identity(request.headers_mut(), &verdict.identity);
-            Ok(("forwarded", forward(app, request).await?))
+            let response = via.forward(request, &verdict.identity).await?;
+            Ok((Outcome::Forwarded, response))
         }
+    }
+}
+
+/// What forwarding a request needs: the shared state, the client connection (with its
+/// backend connection) and the request's context.
+struct Via<'a> {
+    app: &'a App,
+    conn: &'a ClientConn,
+    ctx: &'a RequestContext<'a>,
+}
+
+impl Via<'_> {
+    /// Step 5: the upstream request (forwarding headers, `identity`, `Authorization`
+    /// policy), then the backend.
+    async fn forward(
+        &self,
+        mut request: Request<Body>,
+        identity: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<Body>, UpstreamError> {
+        self.app
+            .headers
+            .prepare_upstream(&mut request, self.ctx, identity);
+        self.app.upstream.send(&self.conn.upstream, request).await
     }
 }
 
@@ -332,24 +364,6 @@ fn check_head<B>(request: &Request<B>) -> Result<(), Refusal> {
         return Err(Refusal::Malformed("more than one Host header"));
     }
     Ok(())
-}
-
-/// Step 2: header hygiene, on every route: client copies of identity, hop-by-hop and
-/// forwarding headers go, ours are set.
-fn clean_headers(app: &App, peer: SocketAddr, request: &mut Request<Body>, id: &HeaderValue) {
-    let trusted = app.headers.is_trusted(peer.ip().to_canonical());
-    let authority = request.uri().authority().cloned();
-    let headers = request.headers_mut();
-    app.headers.strip_client_headers(headers, trusted);
-    headers.insert(X_REQUEST_ID, id.clone());
-    app.headers
-        .set_forwarded(headers, peer, trusted, authority.as_ref());
-    // HTTP/2 carries the host in `:authority`; an HTTP/1.1 backend needs `Host`.
-    if !headers.contains_key(HOST) {
-        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(HOST, host);
-        }
-    }
 }
 
 /// Where a request goes (step 3).
@@ -398,13 +412,6 @@ fn route<'a, B>(app: &'a App, request: &Request<B>) -> Route<'a> {
         return Route::Public;
     }
     Route::Protected
-}
-
-/// Step 5's last part: header touches that must follow authentication, then the
-/// backend.
-async fn forward(app: &App, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-    app.headers.finish_for_backend(request.headers_mut());
-    app.upstream.send(request).await
 }
 
 /// Step 4 for a protected route: the verdict on the request's token, from the verdict
@@ -459,15 +466,15 @@ async fn logout<B>(
     app: &App,
     request: &Request<B>,
     all: bool,
-) -> Result<(&'static str, Response<Body>), Refusal> {
+) -> Result<(Outcome, Response<Body>), Refusal> {
     if request.method() != Method::POST {
         return Err(Refusal::MethodNotAllowed("POST"));
     }
     let (token, _) = authenticate(app, request).await?;
     let (target, outcome) = if all {
-        (Target::User(&token.user), "logout_all")
+        (Target::User(&token.user), Outcome::LogoutAll)
     } else {
-        (Target::Token(&token), "logout")
+        (Target::Token(&token), Outcome::Logout)
     };
     app.revocations
         .revoke(target, Actor::User)
@@ -480,7 +487,7 @@ async fn logout<B>(
 async fn list_sessions<B>(
     app: &App,
     request: &Request<B>,
-) -> Result<(&'static str, Response<Body>), Refusal> {
+) -> Result<(Outcome, Response<Body>), Refusal> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Err(Refusal::MethodNotAllowed("GET"));
     }
@@ -505,7 +512,7 @@ async fn list_sessions<B>(
         })
         .collect();
     Ok((
-        "sessions",
+        Outcome::Sessions,
         json_response(StatusCode::OK, &serde_json::Value::Array(list)),
     ))
 }
@@ -515,7 +522,7 @@ async fn revoke_session<B>(
     app: &App,
     request: &Request<B>,
     id: &str,
-) -> Result<(&'static str, Response<Body>), Refusal> {
+) -> Result<(Outcome, Response<Body>), Refusal> {
     if request.method() != Method::DELETE {
         return Err(Refusal::MethodNotAllowed("DELETE"));
     }
@@ -529,7 +536,7 @@ async fn revoke_session<B>(
         .revoke(target, Actor::User)
         .await
         .map_err(session_refusal)?;
-    Ok(("session_revoked", no_content()))
+    Ok((Outcome::SessionRevoked, no_content()))
 }
 
 /// A refused revocation or session list as a refusal.
@@ -549,22 +556,18 @@ fn session_refusal(e: RevokeError) -> Refusal {
 /// unchanged. What a refresh issues joins the presented token's session, and a rotated
 /// refresh token replaces the presented one.
 async fn capture(
-    app: &App,
-    peer: SocketAddr,
+    via: &Via<'_>,
     request: Request<Body>,
     route: &CaptureRoute,
-) -> Result<(&'static str, Response<Body>), Refusal> {
+) -> Result<(Outcome, Response<Body>), Refusal> {
+    let app = via.app;
     let meta = SessionMeta {
         user_agent: request
             .headers()
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect()),
-        client_addr: Some(client_addr(
-            request.headers(),
-            peer,
-            app.headers.is_trusted(peer.ip().to_canonical()),
-        )),
+        client_addr: Some(via.ctx.client_addr()),
     };
     let (request, presented) = match route.presents.clone() {
         Some(source) => {
@@ -573,9 +576,9 @@ async fn capture(
         }
         None => (request, None),
     };
-    let response = forward(app, request).await?;
+    let response = via.forward(request, &[]).await?;
     if !response.status().is_success() {
-        return Ok(("capture_passthrough", response));
+        return Ok((Outcome::CapturePassthrough, response));
     }
     let sources: Vec<capture::CaptureSource> = std::iter::once(route.from.clone())
         .chain(route.refresh_token.clone())
@@ -591,7 +594,7 @@ async fn capture(
     let Some(session) =
         admit_captured(app, route, &meta, access, TokenKind::Access, joins.clone()).await
     else {
-        return Ok(("capture_failed", response));
+        return Ok((Outcome::CaptureFailed, response));
     };
     if let Some(raw) = refresh {
         let session = session.or(joins);
@@ -614,7 +617,7 @@ async fn capture(
             }
         }
     }
-    Ok(("captured", response))
+    Ok((Outcome::Captured, response))
 }
 
 /// The refresh token a refresh route's request presents, verified and live.
@@ -721,21 +724,6 @@ async fn admit_captured(
             None
         }
     }
-}
-
-/// The client's address as recorded with a session: the peer, or the last hop a
-/// trusted proxy reports.
-fn client_addr(headers: &http::HeaderMap, peer: SocketAddr, trusted: bool) -> String {
-    if trusted {
-        if let Some(last) = headers
-            .get(crate::proxy::X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').nth(1))
-        {
-            return last.trim().to_string();
-        }
-    }
-    peer.ip().to_canonical().to_string()
 }
 
 fn no_content() -> Response<Body> {

@@ -25,7 +25,9 @@
 //!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
-//! - [`proxy`]: the upstream client and header hygiene.
+//! - [`context`]: what is known about a connection and a request, worked out once.
+//! - [`proxy`]: header hygiene (`proxy/headers.rs`) and the backend connections
+//!   (`proxy/upstream.rs`).
 //! - [`admin`]: health, readiness, metrics.
 //! - [`server`]: listeners, graceful shutdown, background prune.
 //! - [`app`]: the immutable shared state built at start.
@@ -42,6 +44,7 @@ pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod extract;
 pub mod feed;

@@ -2,8 +2,10 @@
 //! listener's `/metrics` (SPEC §6).
 //!
 //! Label values are `&'static str` chosen by the code, never taken from requests, so the
-//! number of series stays bounded.
+//! number of series stays bounded. The per-request counters are resolved once, on first
+//! use, so a request costs no label hashing.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -16,10 +18,107 @@ use prometheus_client::registry::Registry;
 type Labels = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
+/// How a request of the public listener ended: the `outcome` label of
+/// `tokengate_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A protected route, forwarded with a verified identity.
+    Forwarded,
+    /// A public route, forwarded.
+    Public,
+    /// `routes.logout` done.
+    Logout,
+    /// `routes.logout_all` done.
+    LogoutAll,
+    /// `routes.sessions` listed.
+    Sessions,
+    /// A session revoked by its owner.
+    SessionRevoked,
+    /// A capture route's token stored.
+    Captured,
+    /// A capture route's response was not 2xx: passed on, nothing stored.
+    CapturePassthrough,
+    /// A capture route's 2xx response held no token that could be stored.
+    CaptureFailed,
+    /// Refused: a bad path or an over-long target.
+    BadPath,
+    /// Refused: an ambiguous request head.
+    BadRequest,
+    /// Refused: a method the route does not take.
+    MethodNotAllowed,
+    /// Refused: no token.
+    NoToken,
+    /// Refused: a token that does not verify, or never can pass.
+    InvalidToken,
+    /// Refused: a verified token that is not live.
+    Revoked,
+    /// Refused: the store could not answer.
+    StoreUnavailable,
+    /// The backend did not answer in time.
+    UpstreamTimeout,
+    /// The backend could not be reached or failed.
+    UpstreamError,
+    /// A tokengate resource that does not exist.
+    NotFound,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 19] = [
+        Outcome::Forwarded,
+        Outcome::Public,
+        Outcome::Logout,
+        Outcome::LogoutAll,
+        Outcome::Sessions,
+        Outcome::SessionRevoked,
+        Outcome::Captured,
+        Outcome::CapturePassthrough,
+        Outcome::CaptureFailed,
+        Outcome::BadPath,
+        Outcome::BadRequest,
+        Outcome::MethodNotAllowed,
+        Outcome::NoToken,
+        Outcome::InvalidToken,
+        Outcome::Revoked,
+        Outcome::StoreUnavailable,
+        Outcome::UpstreamTimeout,
+        Outcome::UpstreamError,
+        Outcome::NotFound,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Public => "public",
+            Outcome::Logout => "logout",
+            Outcome::LogoutAll => "logout_all",
+            Outcome::Sessions => "sessions",
+            Outcome::SessionRevoked => "session_revoked",
+            Outcome::Captured => "captured",
+            Outcome::CapturePassthrough => "capture_passthrough",
+            Outcome::CaptureFailed => "capture_failed",
+            Outcome::BadPath => "bad_path",
+            Outcome::BadRequest => "bad_request",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::NoToken => "no_token",
+            Outcome::InvalidToken => "invalid_token",
+            Outcome::Revoked => "revoked",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::NotFound => "not_found",
+        }
+    }
+}
+
 /// Every metric tokengate exports.
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
+    /// `requests` by [`Outcome`], each resolved on first use: a series appears once it
+    /// counts something.
+    by_outcome: [OnceLock<Counter>; Outcome::ALL.len()],
     latency: Histogram,
     upstream_errors: Family<Labels, Counter>,
     revocations: Family<Labels2, Counter>,
@@ -130,6 +229,7 @@ impl Metrics {
             feed_errors,
             feed_stale,
             requests,
+            by_outcome: Default::default(),
             latency,
             upstream_errors,
             revocations,
@@ -139,8 +239,14 @@ impl Metrics {
     }
 
     /// Counts one request and its latency.
-    pub fn request(&self, outcome: &'static str, elapsed: Duration) {
-        self.requests.get_or_create(&[("outcome", outcome)]).inc();
+    pub fn request(&self, outcome: Outcome, elapsed: Duration) {
+        self.by_outcome[outcome as usize]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&[("outcome", outcome.label())])
+                    .clone()
+            })
+            .inc();
         self.latency.observe(elapsed.as_secs_f64());
     }
 
@@ -199,5 +305,28 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_listed_in_declaration_order() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_counts_under_its_outcome_only_once_it_happens() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("outcome=\"public\""));
+        m.request(Outcome::Public, Duration::from_millis(1));
+        m.request(Outcome::Public, Duration::from_millis(1));
+        assert!(m
+            .render()
+            .contains("tokengate_requests_total{outcome=\"public\"} 2"));
     }
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::context::{ClientConn, ConnInfo};
 
 /// A client must send its whole request head within this time (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +56,11 @@ pub async fn run(
             "public",
             move |peer| {
                 let app = app.clone();
-                service_fn(move |req| crate::gate::handle(app.clone(), peer, req))
+                let conn = Arc::new(ClientConn {
+                    info: ConnInfo::new(peer, app.headers.is_trusted(peer.ip())),
+                    upstream: app.upstream.link(),
+                });
+                service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
             },
         ))
     };

@@ -15,6 +15,8 @@
 mod common;
 use common::*;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -1362,6 +1364,96 @@ async fn interleaved_users_over_pooled_backend_connections_keep_their_identities
         let user = s.uri.rsplit("u=").next().unwrap();
         assert_eq!(s.all("x-user-id"), vec![user], "{}", s.uri);
     }
+}
+
+#[tokio::test]
+async fn a_kept_alive_client_reuses_one_backend_connection() {
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let token = login(&gate, "alice").await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    let before = backend.connections();
+    for i in 0..5 {
+        let request =
+            format!("GET /api/n{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let reply = RawReply::parse(&read_one_response(&mut stream).await);
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    // The login's backend connection idled when its client connection ended, and this
+    // client connection took it and kept it: no new connection at all.
+    assert_eq!(
+        backend.connections(),
+        before,
+        "the backend saw new connections"
+    );
+    assert_eq!(backend.count(), 6);
+}
+
+#[tokio::test]
+async fn a_backend_connection_outlives_its_client_connection_for_the_next_client() {
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let token = login(&gate, "alice").await;
+    for _ in 0..4 {
+        // `get` opens a new client connection each time.
+        assert_eq!(get_with(&gate.url("/api/x"), &token).await.status, 200);
+    }
+    assert_eq!(backend.connections(), 1);
+}
+
+/// A keep-alive backend that closes each connection shortly after answering, as one
+/// whose idle timeout is short does: counts its connections.
+async fn closing_backend(linger: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_backend_connection_the_backend_closed_is_replaced_without_a_502() {
+    let (addr, accepted) = closing_backend(Duration::from_millis(20)).await;
+    let config = format!(
+        "[upstream]\nurl = \"http://{addr}\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\
+         [store]\nsqlite_path = \"{{db}}\"\n[routes]\npublic = [\"/public/*\"]\n"
+    );
+    let backend = Backend::start().await;
+    let gate = Gate::start_config(&backend, &config).await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    for i in 0..3 {
+        if i > 0 {
+            // Past the backend's linger: the kept connection is closed by now.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stream
+            .write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = RawReply::parse(&read_one_response(&mut stream).await);
+        assert_eq!(reply.status, 200, "request {i}: {reply:?}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
 // ---------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ pub type Minter = Arc<dyn Fn(&str) -> String + Send + Sync>;
 pub struct Backend {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -136,12 +137,15 @@ impl Backend {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (stop, mut stopped) = oneshot::channel::<()>();
         let log = seen.clone();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let accepted_count = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
                     _ = &mut stopped => return,
                 };
+                accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let log = log.clone();
                 let minter = minter.clone();
                 tokio::spawn(async move {
@@ -156,8 +160,14 @@ impl Backend {
         Backend {
             addr,
             seen,
+            connections,
             _stop: stop,
         }
+    }
+
+    /// How many TCP connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request received so far.

@@ -1,0 +1,472 @@
+//! Header hygiene: every header rule of SPEC §5 step 2 and the forwarding paragraph, as
+//! two calls.
+//!
+//! [`HeaderPolicy::sanitize`] runs on every inbound request before anything reads it:
+//! client copies of injected headers go in every spelling, hop-by-hop headers (RFC 9110
+//! §7.6.1) and those named in `Connection` go, path and method overrides go, and
+//! forwarding headers go unless the peer is a trusted proxy.
+//! [`HeaderPolicy::prepare_upstream`] runs as the request leaves for the backend: it sets
+//! `X-Request-Id`, `X-Forwarded-*`, `Host` and the verified identity, and drops
+//! `Authorization` unless configured to keep it. Responses lose their hop-by-hop headers
+//! in [`strip_hop_by_hop`].
+//!
+//! Names are compared in their normalized spelling (lower case, `_` as `-`) without
+//! building a string per header: the rules are normalized once, at start.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, HOST};
+use http::Request;
+
+use crate::config::ForwardConfig;
+use crate::context::RequestContext;
+
+/// `X-Request-Id`: kept from the client when sane, else generated; echoed back.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`): they describe one connection and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client headers that would let a request name a different path or method than the
+/// one tokengate judged (IIS `X-Original-URL`, Symfony `X-Rewrite-URL`, method
+/// overrides): always removed.
+const OVERRIDE_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Forwarding headers a client may not set unless it is a trusted proxy; with every
+/// `X-Forwarded-*` name.
+const FORWARDING_HEADERS: &[&str] = &["forwarded", "x-real-ip"];
+const FORWARDED_PREFIX: &[u8] = b"x-forwarded-";
+
+/// Lower-cases a header name and spells `_` as `-`, the form in which two names that
+/// some server would treat as one compare equal.
+pub fn normalize_header_name(name: &str) -> String {
+    name.bytes().map(|b| char::from(normalized(b))).collect()
+}
+
+fn normalized(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Whether `name`, normalized, starts with the already normalized `rule`.
+fn normalized_starts_with(name: &[u8], rule: &[u8]) -> bool {
+    name.len() >= rule.len() && name.iter().zip(rule).all(|(&a, &b)| normalized(a) == b)
+}
+
+/// Why sanitizing removes a client header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strip {
+    /// A header tokengate injects: a client copy would be a forged identity.
+    Identity,
+    /// Hop-by-hop.
+    HopByHop,
+    /// A path or method override.
+    Override,
+    /// A forwarding header from a peer that is not a trusted proxy.
+    Forwarding,
+}
+
+/// The header rules that follow from `[forward]`, computed once at start.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    /// Every exact-name rule, normalized.
+    rules: Vec<(Box<[u8]>, Strip)>,
+    /// The identity headers a verified token sets.
+    user_header: HeaderName,
+    claim_headers: Vec<(String, HeaderName)>,
+    pass_authorization: bool,
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl HeaderPolicy {
+    /// Builds the policy from `[forward]`.
+    pub fn new(forward: &ForwardConfig) -> HeaderPolicy {
+        let mut rules: Vec<(Box<[u8]>, Strip)> = Vec::new();
+        let mut add = |name: &str, why: Strip| {
+            let name = normalize_header_name(name).into_bytes().into_boxed_slice();
+            if !rules.iter().any(|(n, _)| *n == name) {
+                rules.push((name, why));
+            }
+        };
+        add(forward.user_header.as_str(), Strip::Identity);
+        for (_, header) in &forward.claim_headers {
+            add(header.as_str(), Strip::Identity);
+        }
+        HOP_BY_HOP.iter().for_each(|n| add(n, Strip::HopByHop));
+        OVERRIDE_HEADERS
+            .iter()
+            .for_each(|n| add(n, Strip::Override));
+        FORWARDING_HEADERS
+            .iter()
+            .for_each(|n| add(n, Strip::Forwarding));
+        HeaderPolicy {
+            rules,
+            user_header: forward.user_header.clone(),
+            claim_headers: forward.claim_headers.clone(),
+            pass_authorization: forward.pass_authorization,
+            trusted_proxies: forward.trusted_proxies.clone(),
+        }
+    }
+
+    /// Whether `ip` is a trusted proxy whose forwarding headers are kept.
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Why a client header must go, if it must.
+    fn strip_reason(&self, name: &HeaderName, peer_trusted: bool) -> Option<Strip> {
+        let n = name.as_str().as_bytes();
+        let exact = self.rules.iter().find(|(rule, why)| {
+            rule.len() == n.len()
+                && (*why != Strip::Forwarding || !peer_trusted)
+                && normalized_starts_with(n, rule)
+        });
+        match exact {
+            Some((_, why)) => Some(*why),
+            None if !peer_trusted && normalized_starts_with(n, FORWARDED_PREFIX) => {
+                Some(Strip::Forwarding)
+            }
+            None => None,
+        }
+    }
+
+    /// Step 2 of the pipeline: removes from a client request every header that could
+    /// carry a forged identity, a hop-by-hop meaning, a path or method override, or (from
+    /// a peer that is not a trusted proxy) a forwarding claim.
+    ///
+    /// Headers named in `Connection` are judged with the rest, so that `Connection:
+    /// X-User-Id` cannot later remove the header we inject. Runs on every route, public
+    /// ones included. `Authorization` stays until [`HeaderPolicy::prepare_upstream`]: it
+    /// is needed to authenticate.
+    pub fn sanitize(&self, headers: &mut HeaderMap, ctx: &RequestContext<'_>) {
+        let mut doomed = connection_named(headers);
+        for name in headers.keys() {
+            // Compared in the normalized spelling: CGI-style servers read `X_Real_IP`
+            // as `X-Real-IP`, so every rule holds for both.
+            if let Some(why) = self.strip_reason(name, ctx.conn.trusted) {
+                if why == Strip::Identity {
+                    tracing::debug!(
+                        header = name.as_str(),
+                        "removed a client copy of an identity header"
+                    );
+                }
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            headers.remove(&name);
+        }
+    }
+
+    /// The last touch before a request leaves for the backend (step 5): `X-Request-Id`,
+    /// `X-Forwarded-For/Proto/Host` (ours, or extended when the peer is a trusted
+    /// proxy), `Host` for an HTTP/2 request, the verified identity (`identity` is empty
+    /// on public and capture routes), and `Authorization` dropped unless
+    /// `forward.pass_authorization` keeps it.
+    pub fn prepare_upstream<B>(
+        &self,
+        request: &mut Request<B>,
+        ctx: &RequestContext<'_>,
+        identity: &[(HeaderName, HeaderValue)],
+    ) {
+        // HTTP/2 carries the host in `:authority`; an HTTP/1.1 backend needs `Host`.
+        let authority = match request.headers().contains_key(HOST) {
+            true => None,
+            false => request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let headers = request.headers_mut();
+        let conn = ctx.conn;
+        headers.insert(X_REQUEST_ID, ctx.id.clone());
+        let xff = match headers.get(X_FORWARDED_FOR) {
+            Some(prior) if conn.trusted && !prior.is_empty() => {
+                let mut v = BytesMut::with_capacity(prior.len() + 2 + conn.peer_ip.len());
+                v.put_slice(prior.as_bytes());
+                v.put_slice(b", ");
+                v.put_slice(conn.peer_ip.as_bytes());
+                HeaderValue::from_maybe_shared(v.freeze()).ok()
+            }
+            _ => None,
+        };
+        headers.insert(X_FORWARDED_FOR, xff.unwrap_or_else(|| conn.peer_ip.clone()));
+        if !(conn.trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO, conn.proto.clone());
+        }
+        if let Some(host) = authority {
+            headers.insert(HOST, host);
+        }
+        if !(conn.trusted && headers.contains_key(X_FORWARDED_HOST)) {
+            match headers.get(HOST).cloned() {
+                Some(host) => headers.insert(X_FORWARDED_HOST, host),
+                None => headers.remove(X_FORWARDED_HOST),
+            };
+        }
+        // The client's copies were removed by `sanitize`: each is the only one of its name.
+        for (name, value) in identity {
+            headers.insert(name.clone(), value.clone());
+        }
+        if !self.pass_authorization {
+            headers.remove(AUTHORIZATION);
+        }
+    }
+
+    /// The identity headers of a verified token (the user header and the configured
+    /// claim headers), computed once per verdict and set on every request it admits.
+    pub fn identity_headers(
+        &self,
+        user: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::with_capacity(1 + self.claim_headers.len());
+        // The user claim was checked to be a valid header value by the verifier.
+        if let Ok(v) = HeaderValue::from_str(user) {
+            out.push((self.user_header.clone(), v));
+        }
+        for (claim, header) in &self.claim_headers {
+            let text = match claims.get(claim) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    v.to_string()
+                }
+                Some(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => {
+                    v.to_string()
+                }
+                Some(serde_json::Value::Null) | None => continue,
+            };
+            match HeaderValue::from_str(&text) {
+                Ok(v) if !text.chars().any(char::is_control) => {
+                    out.push((header.clone(), v));
+                }
+                _ => tracing::debug!(
+                    claim = claim.as_str(),
+                    "claim is not a valid header value; not forwarded"
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// The headers a `Connection` header names (RFC 9110 §7.6.1), to be removed with it.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Removes the `Connection` header, every header it names, and every hop-by-hop header
+/// (RFC 9110 §7.6.1) from a backend response.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut doomed = connection_named(headers);
+    doomed.extend(
+        headers
+            .keys()
+            .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+            .cloned(),
+    );
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ConnInfo;
+    use std::net::SocketAddr;
+
+    fn policy(trusted: &[&str]) -> HeaderPolicy {
+        let text = format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[forward]\nclaim_headers = {{ email = \"X-User-Email\" }}\ntrusted_proxies = {trusted:?}"
+        );
+        let config = crate::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
+        HeaderPolicy::new(&config.forward)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Runs both calls on a request with `pairs` from `peer`.
+    fn through(p: &HeaderPolicy, peer: &str, pairs: &[(&str, &str)]) -> HeaderMap {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let conn = ConnInfo::new(peer, p.is_trusted(peer.ip()));
+        let mut request = Request::new(());
+        *request.headers_mut() = headers(pairs);
+        let ctx = RequestContext::new(&conn, request.headers());
+        p.sanitize(request.headers_mut(), &ctx);
+        p.prepare_upstream(&mut request, &ctx, &[]);
+        request.headers().clone()
+    }
+
+    #[test]
+    fn identity_headers_are_stripped_in_every_spelling() {
+        let h = through(
+            &policy(&[]),
+            "192.0.2.7:1",
+            &[
+                ("x-user-id", "admin"),
+                ("X_User_Id", "admin"),
+                ("x-user-email", "a@b"),
+                ("x_user_email", "a@b"),
+                ("x-other", "kept"),
+            ],
+        );
+        assert!(!h.contains_key("x-user-id") && !h.contains_key("x_user_id"));
+        assert!(!h.contains_key("x-user-email") && !h.contains_key("x_user_email"));
+        assert_eq!(h["x-other"], "kept");
+    }
+
+    #[test]
+    fn connection_named_and_hop_by_hop_headers_go() {
+        let mut h = headers(&[
+            ("connection", "close, X-Keep, authorization"),
+            ("x-keep", "1"),
+            ("authorization", "Bearer x"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("transfer_encoding", "chunked"),
+        ]);
+        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false);
+        let ctx = RequestContext::new(&conn, &h);
+        policy(&[]).sanitize(&mut h, &ctx);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+        let p = policy(&["10.0.0.0/8"]);
+        let h = through(
+            &p,
+            "192.0.2.7:5000",
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x_forwarded_port", "1"),
+                ("forwarded", "for=1.2.3.4"),
+                ("x-real-ip", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+                ("host", "app.example"),
+            ],
+        );
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert!(!h.contains_key("forwarded") && !h.contains_key("x-real-ip"));
+        assert!(!h.contains_key("x_forwarded_port"));
+
+        let h = through(
+            &p,
+            "10.1.2.3:5000",
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+                ("x-real-ip", "1.2.3.4"),
+            ],
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
+        assert!(
+            !h.contains_key("x-forwarded-host"),
+            "no Host, none invented"
+        );
+    }
+
+    #[test]
+    fn the_upstream_request_carries_the_id_and_authorization_as_configured() {
+        let pairs = [("x-request-id", "abc"), ("authorization", "Bearer x")];
+        let mut p = policy(&[]);
+        let h = through(&p, "192.0.2.7:1", &pairs);
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(
+            h[AUTHORIZATION], "Bearer x",
+            "pass_authorization defaults to true"
+        );
+        p.pass_authorization = false;
+        assert!(!through(&p, "192.0.2.7:1", &pairs).contains_key(AUTHORIZATION));
+    }
+
+    #[test]
+    fn an_http2_request_gets_a_host_from_its_authority() {
+        let p = policy(&[]);
+        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false);
+        let mut request = Request::builder()
+            .uri("http://app.example:8080/x")
+            .body(())
+            .unwrap();
+        let ctx = RequestContext::new(&conn, request.headers());
+        p.prepare_upstream(&mut request, &ctx, &[]);
+        assert_eq!(request.headers()[HOST], "app.example:8080");
+        assert_eq!(request.headers()[X_FORWARDED_HOST], "app.example:8080");
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_go() {
+        let mut h = headers(&[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn claims_become_headers_when_they_are_clean() {
+        let p = policy(&[]);
+        let claims = serde_json::json!({"email": "a@example.com"});
+        let id = p.identity_headers("alice", claims.as_object().unwrap());
+        assert_eq!(id.len(), 2);
+        assert_eq!(
+            (id[0].0.as_str(), id[0].1.to_str().unwrap()),
+            ("x-user-id", "alice")
+        );
+        assert_eq!(id[1].1, "a@example.com");
+        let claims = serde_json::json!({"email": "a\r\nb"});
+        assert_eq!(
+            p.identity_headers("alice", claims.as_object().unwrap())
+                .len(),
+            1
+        );
+    }
+}
