@@ -744,23 +744,41 @@ pub fn check_path(path: &str) -> Result<(), Refusal> {
 /// Whether a raw request path holds a dot-segment (`.` or `..`, raw or
 /// percent-encoded, also before a `;` parameter), an encoded slash or backslash
 /// (`%2f`, `%5c`), a raw backslash, or an encoded NUL; or does not start with `/`.
+/// Runs on every request: it reads the path once and allocates nothing.
 pub fn path_is_unsafe(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.contains(&b'\\') {
         return true;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return true;
-    }
-    for segment in path.split('/') {
-        // Servlet containers read `/..;x/` as `/../`: judge a segment without its parameters.
-        let segment = segment.split(';').next().unwrap_or("");
-        let decoded = percent_decode(segment);
-        if decoded == b"." || decoded == b".." {
-            return true;
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    });
+    // Servlet containers read `/..;x/` as `/../`: judge a segment without its parameters.
+    encoded_separator
+        || path
+            .split('/')
+            .any(|segment| is_dot_segment(segment.split(';').next().unwrap_or("")))
+}
+
+/// Whether a segment decodes to `.` or `..` (each dot raw or as `%2e`).
+fn is_dot_segment(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    let (mut dots, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'.' {
+            i += 1;
+        } else if b[i] == b'%' && b.len() - i >= 3 && b[i + 1] == b'2' && b[i + 2] | 0x20 == b'e' {
+            i += 3;
+        } else {
+            return false;
         }
+        dots += 1;
     }
-    false
+    dots == 1 || dots == 2
 }
 
 /// Decodes `%XX` escapes (once); invalid escapes are kept as they are.
@@ -808,6 +826,9 @@ mod tests {
             "/a\\b",
             "/static/..;/admin",
             "/a/%2e%2e;x/b",
+            "/a/%2E.",
+            "/a%2f",
+            "/%5C",
             "a/b",
             "*",
             "/a%00b",
@@ -825,6 +846,9 @@ mod tests {
             "//a",
             "/a;b=c",
             "/a/...",
+            "/a/%2e%2e%2e",
+            "/a/.%2",
+            "/a/%2",
             "/%",
         ] {
             assert!(!path_is_unsafe(good), "{good}");
