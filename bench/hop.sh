@@ -21,6 +21,9 @@
 #                 them rotating
 #     distinct    HS256, a token used once per request (BENCH_DISTINCT tokens, each used
 #                 once before any repeats; cache misses once the verdict cache exists)
+#     nocache     HS256 with the verdict cache off and BENCH_BIG live tokens in the
+#                 store (BENCH_TOKENS of them rotating): every request verifies and
+#                 reads the store (not in the default set; for the scaling figures)
 #     postgres    HS256 + allowlist on PostgreSQL, BENCH_TOKENS tokens rotating
 #   Every request of every setup (direct and nginx included) carries one Authorization
 #   header from a rotating token file (bench/rotate_tokens.lua), so the load generator
@@ -55,6 +58,7 @@
 #   BENCH_SECONDS (5)  BENCH_ROUNDS (3)  BENCH_WARMUP (1 s; 0 = none)
 #   BENCH_CONNECTIONS (64)  BENCH_THREADS (1, wrk threads)
 #   BENCH_TOKENS (10000)  BENCH_BIG (1000000)  BENCH_DISTINCT (200000)
+#   BENCH_USERS (tokens ÷ 10: how many distinct users the tokens of a setup belong to)
 #   BENCH_QUIET_WAIT (0; N = before each run, wait up to N s for both cores to be
 #   under 15% busy: useful on a shared machine)
 #   BENCH_SETUPS (all)  BENCH_PORT_BASE (18100: uses BASE+1 .. BASE+30)
@@ -86,8 +90,10 @@ NDISTINCT=${BENCH_DISTINCT:-$D_DISTINCT}
 NBIG=${BENCH_BIG:-$D_BIG}
 PORT_BASE=${BENCH_PORT_BASE:-18100}
 PG_BASE_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-ALL_SETUPS="direct nginx public hs256 rs256 es256 hs256_1m distinct postgres"
-SETUPS=${BENCH_SETUPS:-$ALL_SETUPS}
+DEFAULT_SETUPS="direct nginx public hs256 rs256 es256 hs256_1m distinct postgres"
+ALL_SETUPS="$DEFAULT_SETUPS nocache"
+SETUPS=${BENCH_SETUPS:-$DEFAULT_SETUPS}
+USERS_ARGS=(); [ -z "${BENCH_USERS:-}" ] || USERS_ARGS=(--users "$BENCH_USERS")
 SETUPS=${SETUPS//,/ }
 
 SECRET="bench-hmac-secret-0123456789abcdef-0123456789abcdef"
@@ -111,7 +117,7 @@ human() { # 10000 -> 10k, 1000000 -> 1M
 }
 
 for s in $SETUPS; do [[ " $ALL_SETUPS " == *" $s "* ]] || die "unknown setup $s (known: $ALL_SETUPS)"; done
-[ "$NBIG" -gt 0 ] || SETUPS=$(echo " $SETUPS " | sed 's/ hs256_1m / /')
+[ "$NBIG" -gt 0 ] || SETUPS=$(echo " $SETUPS " | sed 's/ hs256_1m / /; s/ nocache / /')
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (proxy on core 0, wrk and backend on core 1)"
 for tool in curl taskset; do command -v $tool >/dev/null || die "$tool is required"; done
 
@@ -296,13 +302,13 @@ resume() { # name: continue it and wait until it answers (its feed catches up in
 start_tokengate() { # name port-offset alg-label count file-count jwt-block store-block mint-args...
   local name=$1 port=$((PORT_BASE + $2)) label=$3 count=$4 fcount=$5 jwt=$6 store=$7
   shift 7
-  config "$name" "$port" "$jwt" "$store" "$CACHE_BLOCK"
+  config "$name" "$port" "$jwt" "$store" "${CACHE_OVERRIDE:-$CACHE_BLOCK}"
   local cfg=$WORK/$name.toml
   # Any CLI command opens the store and creates tokengate's schema; prune then exits.
   "$TG" prune --config "$cfg" >/dev/null 2>"$WORK/$name.prune.log" \
     || die "$name: tokengate prune (schema creation) failed: $(cat "$WORK/$name.prune.log")"
   log "$name: minting $count $label tokens"
-  "$TOKENS_BIN" --alg "$label" --count "$count" --file-count "$fcount" --file "$WORK/$name.tokens" "$@" \
+  "$TOKENS_BIN" --alg "$label" --count "$count" --file-count "$fcount" --file "$WORK/$name.tokens" "${USERS_ARGS[@]}" "$@" \
     2>"$WORK/$name.mint.log" || die "$name: bench_tokens failed: $(cat "$WORK/$name.mint.log")"
   sed "s/^/hop: $name: /" "$WORK/$name.mint.log" >&2
   taskset -c 0 "$TG" serve --config "$cfg" 2>"$WORK/$name.log" &
@@ -336,6 +342,10 @@ fi
 if need hs256_1m; then
   start_tokengate big 16 HS256 "$NBIG" "$NTOKENS" "$HS_JWT" "$(sqlite_store big)" --secret "$SECRET" --sqlite "$WORK/big.db"
 fi
+if need nocache; then
+  CACHE_OVERRIDE=$'[cache]\nenabled = false' \
+    start_tokengate nocache 22 HS256 "$NBIG" "$NTOKENS" "$HS_JWT" "$(sqlite_store nocache)" --secret "$SECRET" --sqlite "$WORK/nocache.db"
+fi
 if need distinct; then
   start_tokengate distinct 18 HS256 "$NDISTINCT" "$NDISTINCT" "$HS_JWT" "$(sqlite_store distinct)" --secret "$SECRET" --sqlite "$WORK/distinct.db"
 fi
@@ -361,6 +371,7 @@ setup_target() { # setup -> "url pid tokens-file"
     hs256_1m) echo "http://127.0.0.1:${TG_PORT[big]}/api/bench ${TG_PID[big]} ${TG_FILE[big]}" ;;
     distinct) echo "http://127.0.0.1:${TG_PORT[distinct]}/api/bench ${TG_PID[distinct]} ${TG_FILE[distinct]}" ;;
     postgres) echo "http://127.0.0.1:${TG_PORT[pg]}/api/bench ${TG_PID[pg]} ${TG_FILE[pg]}" ;;
+    nocache)  echo "http://127.0.0.1:${TG_PORT[nocache]}/api/bench ${TG_PID[nocache]} ${TG_FILE[nocache]}" ;;
   esac
 }
 label() {
@@ -375,6 +386,7 @@ label() {
     hs256_1m) echo "tokengate HS256, $(human "$NBIG") live tokens ($t rotating)" ;;
     distinct) echo "tokengate HS256, distinct token per request ($(human "$NDISTINCT"))" ;;
     postgres) echo "tokengate HS256 on PostgreSQL, $t tokens" ;;
+    nocache)  echo "tokengate HS256, cache off, $(human "$NBIG") live tokens ($t rotating)" ;;
   esac
 }
 
@@ -410,7 +422,7 @@ RESULTS=$WORK/results.txt; : >"$RESULTS"
 instance_of() { # setup -> tokengate instance name, or "" for direct and nginx
   case $1 in
     public|hs256) echo hs ;; rs256) echo rs ;; es256) echo es ;; hs256_1m) echo big ;;
-    distinct) echo distinct ;; postgres) echo pg ;; *) echo "" ;;
+    distinct) echo distinct ;; postgres) echo pg ;; nocache) echo nocache ;; *) echo "" ;;
   esac
 }
 measure() { # setup round

@@ -25,7 +25,6 @@ use http::header::{
     HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::app::App;
@@ -265,11 +264,17 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 }
 
 /// Handles one request of the public listener. Never fails: every error is a response.
-pub async fn handle(
+/// Generic over the request body so that benchmarks can drive it in-process; the
+/// server passes hyper's [`hyper::body::Incoming`].
+pub async fn handle<B>(
     app: Arc<App>,
     conn: Arc<ClientConn>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    request: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let started = Instant::now();
     let ctx = RequestContext::new(&conn.info, request.headers());
     let method = request.method().clone();
