@@ -53,6 +53,10 @@ pub enum Refusal {
     /// A request target longer than [`MAX_URI_BYTES`].
     #[error("URI too long")]
     UriTooLong,
+    /// More request header fields than [`crate::server::MAX_HEADERS`] (an HTTP/2 header
+    /// block; the HTTP/1.1 parser refuses such a head itself).
+    #[error("too many request headers")]
+    TooManyHeaders,
     /// A method a tokengate route does not take.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -89,7 +93,7 @@ impl Refusal {
     pub fn outcome(&self) -> Outcome {
         match self {
             Refusal::BadPath | Refusal::UriTooLong => Outcome::BadPath,
-            Refusal::Malformed(_) => Outcome::BadRequest,
+            Refusal::Malformed(_) | Refusal::TooManyHeaders => Outcome::BadRequest,
             Refusal::MethodNotAllowed(_) => Outcome::MethodNotAllowed,
             Refusal::NoToken => Outcome::NoToken,
             Refusal::BadCredentials(_) | Refusal::InvalidToken(_) => Outcome::InvalidToken,
@@ -117,6 +121,11 @@ impl Refusal {
                 "the request path is not accepted",
             ),
             Refusal::Malformed(what) => (StatusCode::BAD_REQUEST, "invalid_request", what),
+            Refusal::TooManyHeaders => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                "too many request headers",
+            ),
             Refusal::UriTooLong => (
                 StatusCode::URI_TOO_LONG,
                 "invalid_request",
@@ -365,8 +374,19 @@ fn check_head<B>(request: &Request<B>) -> Result<(), Refusal> {
         return Err(Refusal::UriTooLong);
     }
     check_path(request.uri().path())?;
-    if request.headers().get_all(HOST).iter().nth(1).is_some() {
+    let headers = request.headers();
+    if headers.get_all(HOST).iter().nth(1).is_some() {
         return Err(Refusal::Malformed("more than one Host header"));
+    }
+    // HTTP/1.1 heads are capped by the parser; HTTP/2 header blocks here.
+    if headers.len() > crate::server::MAX_HEADERS {
+        return Err(Refusal::TooManyHeaders);
+    }
+    if let Some(name) = crate::proxy::headers::disguised_framing_header(headers) {
+        tracing::debug!(header = name.as_str(), "framing header spelled with '_'");
+        return Err(Refusal::Malformed(
+            "a framing or hop-by-hop header name is spelled with '_'",
+        ));
     }
     Ok(())
 }

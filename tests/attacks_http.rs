@@ -1265,6 +1265,53 @@ async fn a_slowloris_client_dripping_a_header_a_second_is_disconnected() {
     assert_untouched(&backend, before);
 }
 
+/// The framing and hop-by-hop names of SPEC §10 that have a `-` to spell as `_`.
+const DISGUISED_FRAMING: &[&str] = &[
+    "Transfer_Encoding: chunked",
+    "transfer_encoding: chunked",
+    "TRANSFER_ENCODING: chunked",
+    "Content_Length: 0",
+    "Keep_Alive: timeout=5",
+    "Proxy_Connection: keep-alive",
+];
+
+#[tokio::test]
+async fn a_framing_header_spelled_with_an_underscore_is_refused_on_every_route() {
+    // A backend that reads `_` as `-` would frame the body below as chunked and find a
+    // second request in it; refused before any route is chosen (SPEC §10).
+    let (backend, gate, token) = setup().await;
+    let auth = bearer(&token);
+    for line in DISGUISED_FRAMING {
+        for (path, extra) in [
+            ("/api/x", Some(auth.as_str())),
+            ("/public/x", None),
+            ("/login", None),
+        ] {
+            let before = backend.count();
+            let mut head: Vec<&str> = extra.into_iter().collect();
+            head.push(line);
+            let r = ask(&gate, &request("POST", path, &head)).await;
+            r.assert_refusal(400);
+            assert_untouched(&backend, before);
+        }
+    }
+    // `Transfer_Encoding` with a body that hides a request.
+    let inner = smuggled(&token);
+    let body = format!("{:x}\r\n{inner}\r\n0\r\n\r\n", inner.len());
+    let length = format!("Content-Length: {}", body.len());
+    let attack = format!(
+        "{}{body}",
+        request(
+            "POST",
+            "/public/x",
+            &[&length, "Transfer_Encoding: chunked"]
+        )
+    );
+    let before = backend.count();
+    ask(&gate, &attack).await.assert_refusal(400);
+    assert_untouched(&backend, before);
+}
+
 // ---------------------------------------------------------------------------------
 // 5. Paths
 // ---------------------------------------------------------------------------------

@@ -1498,6 +1498,51 @@ async fn http2_with_prior_knowledge_is_served_and_forwarded() {
     assert_eq!(backend.count(), before);
 }
 
+/// An HTTP/2 (prior knowledge) client.
+fn h2_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_request_with_more_than_100_header_fields_gets_431() {
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let token = login(&gate, "alice").await;
+    let before = backend.count();
+    let mut request = Request::builder()
+        .uri(gate.url("/public/x"))
+        .header("authorization", bearer(&token));
+    for i in 0..120 {
+        request = request.header(format!("x-filler-{i}"), "1");
+    }
+    let response = h2_client()
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(backend.count(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_framing_header_spelled_with_an_underscore_gets_400() {
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let before = backend.count();
+    for name in ["transfer_encoding", "content_length"] {
+        let request = Request::builder()
+            .method("POST")
+            .uri(gate.url("/public/x"))
+            .header(name, "chunked")
+            .body(Full::new(Bytes::from_static(b"0\r\n\r\n")))
+            .unwrap();
+        let response = h2_client().request(request).await.unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+    }
+    assert_eq!(backend.count(), before);
+}
+
 #[tokio::test]
 async fn an_upgrade_to_h2c_is_answered_over_http1_and_not_forwarded() {
     // HTTP/2 cleartext is prior knowledge only (README): no 101 Switching Protocols.

@@ -78,6 +78,33 @@ fn normalized_starts_with(name: &[u8], rule: &[u8]) -> bool {
     name.len() >= rule.len() && name.iter().zip(rule).all(|(&a, &b)| normalized(a) == b)
 }
 
+/// Framing and hop-by-hop names a request may not carry in an `_` spelling (SPEC §10):
+/// a backend that reads `_` as `-` would frame the request differently than we did.
+const FRAMING_HEADERS: &[&str] = &[
+    "transfer-encoding",
+    "content-length",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "host",
+];
+
+/// A request header that spells a framing or hop-by-hop name with `_`
+/// (`Transfer_Encoding`, `Content_Length`, ...), if there is one: such a request is
+/// refused, not cleaned, since no reading of it is safe for every backend.
+pub fn disguised_framing_header(headers: &HeaderMap) -> Option<&HeaderName> {
+    headers.keys().find(|name| {
+        let n = name.as_str().as_bytes();
+        n.contains(&b'_')
+            && FRAMING_HEADERS
+                .iter()
+                .any(|f| f.len() == n.len() && normalized_starts_with(n, f.as_bytes()))
+    })
+}
+
 /// Why sanitizing removes a client header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Strip {
@@ -437,6 +464,25 @@ mod tests {
         p.prepare_upstream(&mut request, &ctx, &[]);
         assert_eq!(request.headers()[HOST], "app.example:8080");
         assert_eq!(request.headers()[X_FORWARDED_HOST], "app.example:8080");
+    }
+
+    #[test]
+    fn framing_names_spelled_with_an_underscore_are_found() {
+        for bad in [
+            "transfer_encoding",
+            "Content_Length",
+            "keep_alive",
+            "host_",
+            "TE",
+        ] {
+            let h = headers(&[(bad, "x"), ("x_other", "1")]);
+            let found = disguised_framing_header(&h).map(|n| n.as_str().to_string());
+            if bad.contains('_') && bad != "host_" {
+                assert_eq!(found.as_deref(), Some(bad.to_ascii_lowercase().as_str()));
+            } else {
+                assert_eq!(found, None, "{bad}");
+            }
+        }
     }
 
     #[test]
