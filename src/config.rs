@@ -27,6 +27,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default drain time after SIGTERM / Ctrl-C.
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 25;
+/// `server.http2_max_streams`: concurrent streams one HTTP/2 connection may open.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
+/// The largest `server.http2_max_streams` accepted.
+pub const MAX_HTTP2_STREAMS: u32 = 1000;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
 /// Default time allowed for the upstream response head.
@@ -154,6 +158,7 @@ pub mod raw {
         pub listen: String,
         pub admin_listen: String,
         pub shutdown_grace_seconds: u64,
+        pub http2_max_streams: u32,
     }
 
     impl Default for Server {
@@ -162,6 +167,7 @@ pub mod raw {
                 listen: DEFAULT_LISTEN.into(),
                 admin_listen: DEFAULT_ADMIN_LISTEN.into(),
                 shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
+                http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
             }
         }
     }
@@ -380,6 +386,9 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Concurrent streams per HTTP/2 connection, and so the backend connections one
+    /// client connection can hold at once (SPEC §10).
+    pub http2_max_streams: u32,
 }
 
 /// `[upstream]`, parsed.
@@ -542,6 +551,15 @@ impl Config {
             listen: parse_addr("server.listen", &raw.server.listen)?,
             admin_listen: parse_addr("server.admin_listen", &raw.server.admin_listen)?,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+            http2_max_streams: match raw.server.http2_max_streams {
+                n @ 1..=MAX_HTTP2_STREAMS => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "server.http2_max_streams",
+                        format!("must be between 1 and {MAX_HTTP2_STREAMS}"),
+                    ))
+                }
+            },
         };
         let upstream = upstream(&raw.upstream)?;
         let verifier = verifier(&raw.jwt, base, keys)?;
@@ -1344,6 +1362,7 @@ mod tests {
         assert_eq!(c.server.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(c.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.server.http2_max_streams, DEFAULT_HTTP2_MAX_STREAMS);
         assert_eq!(c.upstream.timeout, Duration::from_secs(60));
         assert_eq!(c.store.strategy, StrategyKind::Allowlist);
         assert_eq!(
@@ -1373,6 +1392,16 @@ mod tests {
         );
         let off = load(&minimal("[cache]\nenabled = false\nmax_entries = 0")).unwrap();
         assert!(!off.cache.enabled);
+    }
+
+    #[test]
+    fn http2_max_streams_is_bounded() {
+        for bad in ["0", "1001"] {
+            let e = load(&minimal(&format!("[server]\nhttp2_max_streams = {bad}"))).unwrap_err();
+            assert_eq!(e.key, "server.http2_max_streams", "{e}");
+        }
+        let c = load(&minimal("[server]\nhttp2_max_streams = 8")).unwrap();
+        assert_eq!(c.server.http2_max_streams, 8);
     }
 
     #[test]

@@ -58,13 +58,22 @@ pub fn extract<'h>(
     headers: &'h HeaderMap,
     sources: &[TokenSource],
 ) -> Result<Option<&'h str>, ExtractError> {
+    Ok(extract_with_source(headers, sources)?.map(|(token, _)| token))
+}
+
+/// The token of a request and the source it came from (a cookie token is held to the
+/// same-site rule of SPEC §10 on state-changing routes).
+pub fn extract_with_source<'h, 's>(
+    headers: &'h HeaderMap,
+    sources: &'s [TokenSource],
+) -> Result<Option<(&'h str, &'s TokenSource)>, ExtractError> {
     for source in sources {
         let found = match source {
             TokenSource::Header(name) => from_header(headers, name)?,
             TokenSource::Cookie(name) => from_cookie(headers, name)?,
         };
-        if found.is_some() {
-            return Ok(found);
+        if let Some(token) = found {
+            return Ok(Some((token, source)));
         }
     }
     Ok(None)

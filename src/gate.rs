@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{
-    HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, HOST, ORIGIN, RETRY_AFTER, USER_AGENT,
+    WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -33,7 +34,7 @@ use crate::cache::Verdict;
 use crate::capture;
 use crate::config::CaptureRoute;
 use crate::context::{ClientConn, RequestContext};
-use crate::extract::{extract, ExtractError};
+use crate::extract::{extract, extract_with_source, ExtractError, TokenSource};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::metrics::Outcome;
 use crate::proxy::{UpstreamError, X_REQUEST_ID};
@@ -81,6 +82,9 @@ pub enum Refusal {
     /// A tokengate resource that does not exist (or is not the caller's).
     #[error("not found: {0}")]
     NotFound(&'static str),
+    /// A cross-site request to change a session whose token is a cookie (SPEC §10).
+    #[error("cross-site state change with a cookie token")]
+    CrossSite,
 }
 
 /// Longest request target (path and query) accepted; nginx's default is the same.
@@ -106,6 +110,7 @@ impl Refusal {
             Refusal::Upstream(UpstreamError::Timeout) => Outcome::UpstreamTimeout,
             Refusal::Upstream(_) => Outcome::UpstreamError,
             Refusal::NotFound(_) => Outcome::NotFound,
+            Refusal::CrossSite => Outcome::CrossSite,
         }
     }
 
@@ -180,6 +185,11 @@ impl Refusal {
                 "the backend could not be reached",
             ),
             Refusal::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what),
+            Refusal::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a cross-site request cannot change a session held in a cookie",
+            ),
         };
         let mut response = json_response(
             status,
@@ -469,10 +479,67 @@ pub async fn authenticate<B>(
     app: &App,
     request: &Request<B>,
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
-    let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
+    let (raw, _) = extract_with_source(request.headers(), &app.config.token_sources)?
+        .ok_or(Refusal::NoToken)?;
     let token = app.config.verifier.verify(raw)?;
     let session = check_live(app, &token).await?;
     Ok((token, session))
+}
+
+/// [`authenticate`] for a route that changes state (logout, logout-all, revoking a
+/// session): a token that came from a cookie must come with a same-site request
+/// (SPEC §10), since a browser sends cookies along with a foreign page's request. A
+/// header token is not affected: a browser does not send it cross-site unasked.
+async fn authenticate_change<B>(app: &App, request: &Request<B>) -> Result<VerifiedToken, Refusal> {
+    let from_cookie = matches!(
+        extract_with_source(request.headers(), &app.config.token_sources)?,
+        Some((_, TokenSource::Cookie(_)))
+    );
+    if from_cookie && is_cross_site(request) {
+        return Err(Refusal::CrossSite);
+    }
+    Ok(authenticate(app, request).await?.0)
+}
+
+/// Whether a browser marks the request as cross-site (`Sec-Fetch-Site: cross-site`),
+/// or its `Origin` names another host than the request's (`X-Forwarded-Host` from a
+/// trusted proxy, else `Host` or the HTTP/2 authority). `Origin: null` and an
+/// unreadable `Origin` count as cross-site.
+fn is_cross_site<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(ORIGIN) else {
+        return false;
+    };
+    // Forwarding headers of an untrusted peer were removed in step 2.
+    let host = headers
+        .get(crate::proxy::X_FORWARDED_HOST)
+        .or_else(|| headers.get(HOST))
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority);
+    match (origin, host) {
+        (Some(origin), Some(host)) => !host_name(origin).eq_ignore_ascii_case(host_name(host)),
+        _ => true,
+    }
+}
+
+/// The host of an authority, without its port (an IPv6 literal keeps its brackets).
+fn host_name(authority: &str) -> &str {
+    let authority = authority.trim_end_matches('/');
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    }
 }
 
 /// Whether a verified token is live under the strategy, by the store.
@@ -495,7 +562,7 @@ async fn logout<B>(
     if request.method() != Method::POST {
         return Err(Refusal::MethodNotAllowed("POST"));
     }
-    let (token, _) = authenticate(app, request).await?;
+    let token = authenticate_change(app, request).await?;
     let (target, outcome) = if all {
         (Target::User(&token.user), Outcome::LogoutAll)
     } else {
@@ -551,7 +618,7 @@ async fn revoke_session<B>(
     if request.method() != Method::DELETE {
         return Err(Refusal::MethodNotAllowed("DELETE"));
     }
-    let (token, _) = authenticate(app, request).await?;
+    let token = authenticate_change(app, request).await?;
     // Another user's session and a missing one are the same 404: ids are not probeable.
     let target = Target::Session {
         id,
@@ -896,6 +963,33 @@ mod tests {
             body["error_description"],
             "the token has no string claim \"user_id\" (jwt.user_claim)"
         );
+    }
+
+    #[test]
+    fn cross_site_is_told_by_fetch_metadata_or_origin() {
+        let req = |pairs: &[(&str, &str)]| {
+            let mut r = Request::builder().uri("/logout");
+            for (k, v) in pairs {
+                r = r.header(*k, *v);
+            }
+            r.body(()).unwrap()
+        };
+        assert!(!is_cross_site(&req(&[("host", "app.example")])));
+        assert!(is_cross_site(&req(&[("sec-fetch-site", "cross-site")])));
+        assert!(!is_cross_site(&req(&[("sec-fetch-site", "same-origin")])));
+        let same = [
+            ("host", "app.example:8443"),
+            ("origin", "https://App.Example"),
+        ];
+        assert!(!is_cross_site(&req(&same)));
+        let foreign = [("host", "app.example"), ("origin", "https://evil.example")];
+        assert!(is_cross_site(&req(&foreign)));
+        assert!(is_cross_site(&req(&[
+            ("host", "app.example"),
+            ("origin", "null")
+        ])));
+        let v6 = [("host", "[::1]:8080"), ("origin", "http://[::1]")];
+        assert!(!is_cross_site(&req(&v6)));
     }
 
     #[test]

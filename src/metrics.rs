@@ -60,11 +60,13 @@ pub enum Outcome {
     UpstreamError,
     /// A tokengate resource that does not exist.
     NotFound,
+    /// Refused: a cross-site state change with a cookie token.
+    CrossSite,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Forwarded,
         Outcome::Public,
         Outcome::Logout,
@@ -84,6 +86,7 @@ impl Outcome {
         Outcome::UpstreamTimeout,
         Outcome::UpstreamError,
         Outcome::NotFound,
+        Outcome::CrossSite,
     ];
 
     /// The label value.
@@ -108,6 +111,7 @@ impl Outcome {
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::UpstreamError => "upstream_error",
             Outcome::NotFound => "not_found",
+            Outcome::CrossSite => "cross_site",
         }
     }
 }

@@ -49,24 +49,28 @@ pub async fn run(
         .map(|reader| tokio::spawn(reader.run(stop_rx.clone())));
     let public_task = {
         let app = app.clone();
-        tokio::spawn(serve(
-            public,
-            stop_rx.clone(),
+        let limits = Limits {
+            name: "public",
             grace,
-            "public",
-            move |peer| {
-                let app = app.clone();
-                let conn = Arc::new(ClientConn {
-                    info: ConnInfo::new(peer, app.headers.is_trusted(peer.ip())),
-                    upstream: app.upstream.link(),
-                });
-                service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
-            },
-        ))
+            http2_max_streams: app.config.server.http2_max_streams,
+        };
+        tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
+            let app = app.clone();
+            let conn = Arc::new(ClientConn {
+                info: ConnInfo::new(peer, app.headers.is_trusted(peer.ip())),
+                upstream: app.upstream.link(),
+            });
+            service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
+        }))
     };
     let admin_task = {
         let app = app.clone();
-        tokio::spawn(serve(admin, stop_rx, grace, "admin", move |_peer| {
+        let limits = Limits {
+            name: "admin",
+            grace,
+            http2_max_streams: ADMIN_HTTP2_MAX_STREAMS,
+        };
+        tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
             let app = app.clone();
             service_fn(move |req| crate::admin::handle(app.clone(), req))
         }))
@@ -88,13 +92,25 @@ pub async fn run(
     Ok(())
 }
 
+/// Concurrent HTTP/2 streams per admin connection: probes and scrapes need few.
+const ADMIN_HTTP2_MAX_STREAMS: u32 = 16;
+
+/// What one listener allows.
+struct Limits {
+    /// The listener's name in logs.
+    name: &'static str,
+    /// How long its connections may take to finish after a shutdown signal.
+    grace: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    http2_max_streams: u32,
+}
+
 /// Accepts connections on one listener until told to stop, then waits for its
-/// connections to finish, at most `grace`.
+/// connections to finish, at most `limits.grace`.
 async fn serve<F, S>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
-    grace: Duration,
-    name: &'static str,
+    limits: Limits,
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
@@ -106,6 +122,7 @@ async fn serve<F, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let Limits { name, grace, .. } = limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -116,7 +133,7 @@ async fn serve<F, S>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.http2_max_streams)
         .max_header_list_size(64 * 1024);
     let graceful = GracefulShutdown::new();
     loop {

@@ -1439,3 +1439,95 @@ async fn a_semicolon_parameter_on_the_capture_route_is_not_captured_without_auth
     r.assert_refusal(401);
     assert_untouched(&backend, before);
 }
+
+// ---------------------------------------------------------------------------------
+// 6. Cross-site state changes (SPEC §10)
+// ---------------------------------------------------------------------------------
+
+/// A gate that also reads the token from the `access_token` cookie, with alice logged
+/// in; returns her token.
+async fn cookie_setup() -> (Backend, Gate, String) {
+    let backend = Backend::start().await;
+    let config = format!(
+        "{}\n[token]\nsources = [\"header:Authorization\", \"cookie:access_token\"]\n",
+        DEFAULT_CONFIG.replace("{strategy}", "allowlist")
+    );
+    let gate = Gate::start_config(&backend, &config).await;
+    let token = login(&gate, "alice").await;
+    (backend, gate, token)
+}
+
+/// Asserts that `token` still gets through to the backend.
+async fn assert_still_live(gate: &Gate, token: &str) {
+    let r = ask(gate, &request("GET", "/api/still", &[&bearer(token)])).await;
+    assert_eq!(r.status, 200, "the token was revoked: {r:?}");
+}
+
+#[tokio::test]
+async fn a_cross_site_logout_with_a_cookie_token_is_refused_and_revokes_nothing() {
+    let (backend, gate, token) = cookie_setup().await;
+    let cookie = format!("Cookie: access_token={token}");
+    for (route, method) in [("/logout-all", "POST"), ("/logout", "POST")] {
+        for marks in [
+            &["Origin: https://evil.example", "Sec-Fetch-Site: cross-site"][..],
+            &["Origin: https://evil.example"][..],
+            &["Sec-Fetch-Site: cross-site"][..],
+            &["Origin: null"][..],
+        ] {
+            let mut lines = vec![cookie.as_str(), "Content-Type: text/plain"];
+            lines.extend_from_slice(marks);
+            let before = backend.count();
+            let r = ask(&gate, &request(method, route, &lines)).await;
+            r.assert_refusal(403);
+            assert_untouched(&backend, before);
+            assert_still_live(&gate, &token).await;
+        }
+    }
+    // Revoking one session by id, cross-site, is refused the same way.
+    let sessions = ask(&gate, &request("GET", "/sessions", &[&bearer(&token)])).await;
+    let list: serde_json::Value = serde_json::from_str(&sessions.body).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let r = ask(
+        &gate,
+        &request(
+            "DELETE",
+            &format!("/sessions/{id}"),
+            &[&cookie, "Origin: https://evil.example"],
+        ),
+    )
+    .await;
+    r.assert_refusal(403);
+    assert_still_live(&gate, &token).await;
+}
+
+#[tokio::test]
+async fn a_same_site_cookie_logout_and_a_cross_site_header_logout_still_work() {
+    let (_backend, gate, token) = cookie_setup().await;
+    // The page's own origin (Host is app.example in `request`).
+    let cookie = format!("Cookie: access_token={token}");
+    let same = [
+        cookie.as_str(),
+        "Origin: https://app.example",
+        "Sec-Fetch-Site: same-origin",
+    ];
+    assert_eq!(
+        ask(&gate, &request("POST", "/logout", &same)).await.status,
+        204
+    );
+    let r = ask(&gate, &request("GET", "/api/x", &[&bearer(&token)])).await;
+    assert_eq!(r.status, 401, "{r:?}");
+
+    // A token in Authorization is not held to the rule: a browser does not send it
+    // cross-site on its own.
+    let other = login(&gate, "alice").await;
+    let auth = bearer(&other);
+    let lines = [
+        auth.as_str(),
+        "Origin: https://evil.example",
+        "Sec-Fetch-Site: cross-site",
+    ];
+    assert_eq!(
+        ask(&gate, &request("POST", "/logout", &lines)).await.status,
+        204
+    );
+}

@@ -1543,6 +1543,58 @@ async fn an_http2_framing_header_spelled_with_an_underscore_gets_400() {
     assert_eq!(backend.count(), before);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_cookie_fields_reach_the_backend_as_one_cookie_line() {
+    let backend = Backend::start().await;
+    let gate = Gate::start(&backend).await;
+    let request = Request::builder()
+        .uri(gate.url("/public/x"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = h2_client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(backend.last().all("cookie"), vec!["a=1; b=2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_http2_connection_holds_at_most_http2_max_streams_backend_connections() {
+    let backend = Backend::start().await;
+    let config = DEFAULT_CONFIG
+        .replace("{strategy}", "allowlist")
+        .replace("[server]\n", "[server]\nhttp2_max_streams = 4\n");
+    let gate = Gate::start_config(&backend, &config).await;
+    let token = login(&gate, "alice").await;
+    let before = backend.connections();
+    let client = h2_client();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let request = Request::builder()
+            .uri(gate.url("/sleep/300"))
+            .header("authorization", bearer(&token))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            // Streams opened before the client read our SETTINGS may be refused
+            // (REFUSED_STREAM): that is the limit at work, and safe to retry.
+            client.request(request).await.map(|r| r.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(status) => assert_eq!(status, 200),
+            Err(e) => assert!(format!("{e:?}").contains("REFUSED_STREAM"), "{e:?}"),
+        }
+    }
+    let opened = backend.connections() - before;
+    assert!(
+        opened <= 4,
+        "one client connection opened {opened} backend connections"
+    );
+}
+
 #[tokio::test]
 async fn an_upgrade_to_h2c_is_answered_over_http1_and_not_forwarded() {
     // HTTP/2 cleartext is prior knowledge only (README): no 101 Switching Protocols.

@@ -14,7 +14,7 @@
 //! building a string per header: the rules are normalized once, at start.
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, HOST};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE, HOST};
 use http::Request;
 
 use crate::config::ForwardConfig;
@@ -256,6 +256,7 @@ impl HeaderPolicy {
                 None => headers.remove(X_FORWARDED_HOST),
             };
         }
+        join_cookies(headers);
         // The client's copies were removed by `sanitize`: each is the only one of its name.
         for (name, value) in identity {
             headers.insert(name.clone(), value.clone());
@@ -299,6 +300,25 @@ impl HeaderPolicy {
             }
         }
         out
+    }
+}
+
+/// Joins several `Cookie` fields into one, separated by `; ` (RFC 9113 §8.2.3): an
+/// HTTP/2 client may split its cookies into fields, and an HTTP/1.1 backend may read
+/// only the first `Cookie` line.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let mut joined = BytesMut::from(first.as_bytes());
+    for field in headers.get_all(COOKIE).iter().skip(1) {
+        joined.put_slice(b"; ");
+        joined.put_slice(field.as_bytes());
+    }
+    // Made of valid header values and "; ".
+    if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -483,6 +503,19 @@ mod tests {
                 assert_eq!(found, None, "{bad}");
             }
         }
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_for_the_backend() {
+        let h = through(
+            &policy(&[]),
+            "192.0.2.7:1",
+            &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")],
+        );
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h[COOKIE], "a=1; b=2; c=3");
+        let h = through(&policy(&[]), "192.0.2.7:1", &[("cookie", "a=1")]);
+        assert_eq!(h[COOKIE], "a=1");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub type Minter = Arc<dyn Fn(&str) -> String + Send + Sync>;
 ///
 /// Routes: `POST /login` (token in JSON `access_token`), `POST /login-header` (token in
 /// `X-Access-Token`), `POST /login-cookie` (token in `Set-Cookie: access_token`),
-/// `POST /login-fail` (401 with a token in the body), `/slow` (answers after 3 s),
+/// `POST /login-fail` (401 with a token in the body), `/slow` (answers after 3 s), `/sleep/{ms}`,
 /// `/stream/{n}` (n bytes), `/big-login` (2 MiB JSON with a token at the end), anything
 /// else: 200 with a JSON echo of the request's body length and hash.
 /// The login routes read the user from a JSON body `{"user": ...}` (default `alice`).
@@ -286,6 +286,10 @@ async fn backend_route(
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        p if p.starts_with("/sleep/") => {
+            let ms: u64 = p["/sleep/".len()..].parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         p if p.starts_with("/stream/") => {
             let n: usize = p["/stream/".len()..].parse().unwrap_or(0);
