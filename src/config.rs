@@ -27,6 +27,11 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default drain time after SIGTERM / Ctrl-C.
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 25;
+/// `server.header_read_timeout_seconds`: from accept to the first request head, and
+/// for every HTTP/1.1 request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// `server.max_connections`: open client connections of the public listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// `server.http2_max_streams`: concurrent streams one HTTP/2 connection may open.
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
 /// The largest `server.http2_max_streams` accepted.
@@ -159,6 +164,8 @@ pub mod raw {
         pub admin_listen: String,
         pub shutdown_grace_seconds: u64,
         pub http2_max_streams: u32,
+        pub header_read_timeout_seconds: u64,
+        pub max_connections: usize,
     }
 
     impl Default for Server {
@@ -168,6 +175,8 @@ pub mod raw {
                 admin_listen: DEFAULT_ADMIN_LISTEN.into(),
                 shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
                 http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
+                header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
             }
         }
     }
@@ -389,6 +398,10 @@ pub struct ServerConfig {
     /// Concurrent streams per HTTP/2 connection, and so the backend connections one
     /// client connection can hold at once (SPEC §10).
     pub http2_max_streams: u32,
+    /// From accept to the first request head, and for every HTTP/1.1 request head.
+    pub header_read_timeout: Duration,
+    /// Open client connections of the public listener; past it, new ones are closed.
+    pub max_connections: usize,
 }
 
 /// `[upstream]`, parsed.
@@ -551,6 +564,24 @@ impl Config {
             listen: parse_addr("server.listen", &raw.server.listen)?,
             admin_listen: parse_addr("server.admin_listen", &raw.server.admin_listen)?,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+            header_read_timeout: match raw.server.header_read_timeout_seconds {
+                n @ 1..=300 => Duration::from_secs(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        "server.header_read_timeout_seconds",
+                        "must be between 1 and 300",
+                    ))
+                }
+            },
+            max_connections: match raw.server.max_connections {
+                0 => {
+                    return Err(ConfigError::new(
+                        "server.max_connections",
+                        "must be at least 1",
+                    ))
+                }
+                n => n,
+            },
             http2_max_streams: match raw.server.http2_max_streams {
                 n @ 1..=MAX_HTTP2_STREAMS => n,
                 _ => {
@@ -1363,6 +1394,8 @@ mod tests {
         assert_eq!(c.server.admin_listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(25));
         assert_eq!(c.server.http2_max_streams, DEFAULT_HTTP2_MAX_STREAMS);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 10_000);
         assert_eq!(c.upstream.timeout, Duration::from_secs(60));
         assert_eq!(c.store.strategy, StrategyKind::Allowlist);
         assert_eq!(
@@ -1395,10 +1428,22 @@ mod tests {
     }
 
     #[test]
-    fn http2_max_streams_is_bounded() {
-        for bad in ["0", "1001"] {
-            let e = load(&minimal(&format!("[server]\nhttp2_max_streams = {bad}"))).unwrap_err();
-            assert_eq!(e.key, "server.http2_max_streams", "{e}");
+    fn connection_limits_are_bounded() {
+        for (line, key) in [
+            ("http2_max_streams = 0", "server.http2_max_streams"),
+            ("http2_max_streams = 1001", "server.http2_max_streams"),
+            (
+                "header_read_timeout_seconds = 0",
+                "server.header_read_timeout_seconds",
+            ),
+            (
+                "header_read_timeout_seconds = 301",
+                "server.header_read_timeout_seconds",
+            ),
+            ("max_connections = 0", "server.max_connections"),
+        ] {
+            let e = load(&minimal(&format!("[server]\n{line}"))).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
         }
         let c = load(&minimal("[server]\nhttp2_max_streams = 8")).unwrap();
         assert_eq!(c.server.http2_max_streams, 8);

@@ -30,6 +30,8 @@
 //!   (`proxy/upstream.rs`).
 //! - [`admin`]: health, readiness, metrics.
 //! - [`server`]: listeners, graceful shutdown, background prune.
+//! - [`connection`]: what one client connection may hold: a place in its listener's
+//!   budget, a deadline for its first request.
 //! - [`app`]: the immutable shared state built at start.
 //! - [`body`], [`metrics`], [`timefmt`]: small shared pieces.
 //! - [`demo`]: the walkthrough's sample backend.
@@ -44,6 +46,7 @@ pub mod cache;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod context;
 pub mod demo;
 pub mod extract;

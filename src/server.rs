@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +20,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
+use crate::connection::{Budget, Noting};
 use crate::context::{ClientConn, ConnInfo};
 
-/// A client must send its whole request head within this time (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// More request headers than this get 431.
 pub const MAX_HEADERS: usize = 100;
+/// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered
+/// for as long.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Open connections of the admin listener: its own budget, so that probes and scrapes
+/// keep answering while the public listener is full.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Binds a listener, naming the address in the error (e.g. a port already in use).
 pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -53,6 +59,8 @@ pub async fn run(
             name: "public",
             grace,
             http2_max_streams: app.config.server.http2_max_streams,
+            max_connections: app.config.server.max_connections,
+            header_read_timeout: app.config.server.header_read_timeout,
         };
         tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
             let app = app.clone();
@@ -69,6 +77,8 @@ pub async fn run(
             name: "admin",
             grace,
             http2_max_streams: ADMIN_HTTP2_MAX_STREAMS,
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            header_read_timeout: app.config.server.header_read_timeout,
         };
         tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
             let app = app.clone();
@@ -103,6 +113,10 @@ struct Limits {
     grace: Duration,
     /// Concurrent streams per HTTP/2 connection.
     http2_max_streams: u32,
+    /// Open connections at once; past it, new ones are accepted and closed.
+    max_connections: usize,
+    /// From accept to the first request head, and for every HTTP/1.1 head.
+    header_read_timeout: Duration,
 }
 
 /// Accepts connections on one listener until told to stop, then waits for its
@@ -122,19 +136,27 @@ async fn serve<F, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let Limits { name, grace, .. } = limits;
+    let Limits {
+        name,
+        grace,
+        header_read_timeout,
+        ..
+    } = limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE);
+    let budget = Budget::new(limits.max_connections);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -148,11 +170,35 @@ async fn serve<F, S>(
                         continue;
                     }
                 };
+                let Some(place) = budget.take() else {
+                    // Accepted and closed at once: the listener is full.
+                    tracing::debug!(listener = name, %peer, max = limits.max_connections, "connection limit reached; closed");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(TokioIo::new(stream), make_service(peer)).into_owned();
+                let seen = Arc::new(AtomicBool::new(false));
+                let service = Noting::new(make_service(peer), seen.clone());
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let _place = place;
+                    tokio::pin!(connection);
+                    // The first request head must arrive within the timeout, counted
+                    // from accept (the HTTP/1.1-or-HTTP/2 sniff and an HTTP/2 preface
+                    // included); later ones are hyper's to time.
+                    let first = tokio::select! {
+                        result = &mut connection => Some(result),
+                        () = tokio::time::sleep(header_read_timeout) => None,
+                    };
+                    let result = match first {
+                        Some(result) => result,
+                        None if !seen.load(Ordering::Acquire) => {
+                            tracing::debug!(listener = name, %peer, "no request head in time; closed");
+                            return;
+                        }
+                        None => connection.await,
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
                     }
                 });

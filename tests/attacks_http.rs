@@ -1265,6 +1265,102 @@ async fn a_slowloris_client_dripping_a_header_a_second_is_disconnected() {
     assert_untouched(&backend, before);
 }
 
+/// A gate whose first-request deadline is 1 s, with `extra` server settings.
+async fn quick_deadline_gate(backend: &Backend, extra: &str) -> Gate {
+    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist").replace(
+        "[server]\n",
+        &format!("[server]\nheader_read_timeout_seconds = 1\n{extra}"),
+    );
+    Gate::start_config(backend, &config).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_nothing_is_closed_at_the_header_deadline() {
+    // The HTTP/1.1-or-HTTP/2 sniff used to wait for bytes with no deadline at all.
+    let backend = Backend::start().await;
+    let gate = quick_deadline_gate(&backend, "").await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
+    assert!(
+        closed.is_some(),
+        "a silent connection was still open after 8 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_sends_23_of_the_24_preface_bytes_is_closed() {
+    let backend = Backend::start().await;
+    let gate = quick_deadline_gate(&backend, "").await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    stream
+        .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23])
+        .await
+        .unwrap();
+    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
+    assert!(closed.is_some(), "a half preface kept its connection 8 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_that_never_sends_a_request_is_closed() {
+    let backend = Backend::start().await;
+    let gate = quick_deadline_gate(&backend, "").await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    // The whole preface and an empty SETTINGS frame: a valid, idle HTTP/2 connection.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
+    assert!(
+        closed.is_some(),
+        "an idle HTTP/2 connection was still open after 8 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_max_connections_new_ones_are_closed_and_the_admin_listener_still_answers() {
+    let backend = Backend::start().await;
+    let gate = quick_deadline_gate(&backend, "max_connections = 3\n").await;
+    // Three silent sockets fill the public listener (until their deadline).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(gate.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = backend.count();
+    let mut extra = TcpStream::connect(gate.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /public/x HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("a connection past the limit was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a connection past the limit was served");
+    assert_untouched(&backend, before);
+    // The admin listener has its own budget.
+    let health = get(&format!("http://{}/healthz", gate.admin), &[]).await;
+    assert_eq!(health.status, 200);
+    // Once the silent ones are closed at their deadline, the listener serves again.
+    drop(held);
+    let mut served = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !served {
+        let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /public/x HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut reply)).await;
+        served = reply.starts_with(b"HTTP/1.1 200");
+        if !served {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(served, "the public listener did not serve again");
+}
+
 /// The framing and hop-by-hop names of SPEC §10 that have a `-` to spell as `_`.
 const DISGUISED_FRAMING: &[&str] = &[
     "Transfer_Encoding: chunked",
