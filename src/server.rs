@@ -3,8 +3,11 @@
 //! [`run`] serves the public and admin listeners until its `shutdown` future resolves,
 //! then stops accepting and gives in-flight requests `server.shutdown_grace_seconds` to
 //! finish (the shape of hyper-util's `graceful.rs`). Both listeners are passed in, bound,
-//! so tests run on port 0. The background prune and the revocation feed reader run
-//! beside them.
+//! so tests run on port 0. Each listener holds its connections to its limits (SPEC
+//! §10, [`crate::connection`]): a budget of open connections, a first request head
+//! due within `server.header_read_timeout_seconds` of accept, and on HTTP/2 a bound on
+//! concurrent streams and keep-alive pings. The background prune and the revocation
+//! feed reader run beside them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +34,8 @@ const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// Open connections of the admin listener: its own budget, so that probes and scrapes
 /// keep answering while the public listener is full.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Concurrent HTTP/2 streams per admin connection: probes and scrapes need few.
+const ADMIN_HTTP2_MAX_STREAMS: u32 = 16;
 
 /// Binds a listener, naming the address in the error (e.g. a port already in use).
 pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -101,9 +106,6 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
-
-/// Concurrent HTTP/2 streams per admin connection: probes and scrapes need few.
-const ADMIN_HTTP2_MAX_STREAMS: u32 = 16;
 
 /// What one listener allows.
 struct Limits {
