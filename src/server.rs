@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::connection::{Budget, Noting};
+use crate::connection::{Budget, Noting, WriteDeadline};
 use crate::context::{ClientConn, ConnInfo};
 
 /// More request headers than this get 431.
@@ -66,6 +66,7 @@ pub async fn run(
             http2_max_streams: app.config.server.http2_max_streams,
             max_connections: app.config.server.max_connections,
             header_read_timeout: app.config.server.header_read_timeout,
+            write_timeout: app.config.upstream.timeout,
         };
         tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
             let app = app.clone();
@@ -84,6 +85,7 @@ pub async fn run(
             http2_max_streams: ADMIN_HTTP2_MAX_STREAMS,
             max_connections: ADMIN_MAX_CONNECTIONS,
             header_read_timeout: app.config.server.header_read_timeout,
+            write_timeout: app.config.upstream.timeout,
         };
         tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
             let app = app.clone();
@@ -119,6 +121,8 @@ struct Limits {
     max_connections: usize,
     /// From accept to the first request head, and for every HTTP/1.1 head.
     header_read_timeout: Duration,
+    /// How long a response write may wait for a client that reads nothing.
+    write_timeout: Duration,
 }
 
 /// Accepts connections on one listener until told to stop, then waits for its
@@ -180,6 +184,7 @@ async fn serve<F, S>(
                 let _ = stream.set_nodelay(true);
                 let seen = Arc::new(AtomicBool::new(false));
                 let service = Noting::new(make_service(peer), seen.clone());
+                let stream = WriteDeadline::new(stream, limits.write_timeout);
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {

@@ -1265,6 +1265,36 @@ async fn a_slowloris_client_dripping_a_header_a_second_is_disconnected() {
     assert_untouched(&backend, before);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reads_nothing_of_a_large_response_is_disconnected() {
+    // SPEC §10: a write stalled for upstream.timeout_seconds (1 s here) closes the
+    // connection, and with it the backend connection streaming the response.
+    let (_backend, gate, token) = setup().await;
+    let n = 64 * 1024 * 1024;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    stream
+        .write_all(request("GET", &format!("/stream/{n}"), &[&bearer(&token)]).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(k)) => total += k,
+            Err(_) => panic!("still streaming after 20 s ({total} bytes)"),
+        }
+    }
+    assert!(
+        total < n,
+        "all {total} bytes arrived: the stalled write was never cut off"
+    );
+    let after = ask(&gate, &request("GET", "/api/after", &[&bearer(&token)])).await;
+    assert_eq!(after.status, 200, "{after:?}");
+}
+
 /// A gate whose first-request deadline is 1 s, with `extra` server settings.
 async fn quick_deadline_gate(backend: &Backend, extra: &str) -> Gate {
     let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist").replace(
