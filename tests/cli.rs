@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -94,13 +93,12 @@ impl Served {
             .spawn()
             .unwrap();
         // The start-up log line names the bound address (the config asks for port 0).
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
+        let lines = ChildLines::of(&mut child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let addr = loop {
             let line = lines
-                .next()
-                .expect("tokengate exited before serving")
-                .unwrap();
+                .next_by(deadline, "\"tokengate serving\"")
+                .expect("tokengate exited before serving");
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -108,14 +106,8 @@ impl Served {
                 break v["listen"].as_str().unwrap().parse().unwrap();
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = logs.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
+        lines.drain_into(logs.clone());
         Served { child, addr, logs }
     }
 

@@ -23,7 +23,7 @@ mod common;
 use common::*;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -149,11 +149,11 @@ impl Served {
             cmd.uid(uid).gid(uid);
         }
         let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
+        let lines = ChildLines::of(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(30);
         let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let (addr, admin) = loop {
-            let Some(Ok(line)) = lines.next() else {
+            let Some(line) = lines.next_by(deadline, "\"tokengate serving\"") else {
                 let _ = child.kill();
                 let status = child.wait();
                 panic!(
@@ -174,12 +174,7 @@ impl Served {
         };
         // Keep draining stderr (so the child never blocks on a full pipe), keeping it for
         // diagnostics.
-        let keep = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                keep.lock().unwrap().push(line);
-            }
-        });
+        lines.drain_into(log.clone());
         Served {
             child,
             addr,
