@@ -111,15 +111,6 @@ async fn plant(gate: &Gate, token: &str) {
         .expect("the allowlist keeps a row");
 }
 
-/// Asserts a token passes: 200 and the backend sees the user.
-async fn assert_passes(gate: &Gate, backend: &Backend, token: &str, user: &str) {
-    let before = backend.count();
-    let r = get_with(&gate.url("/api/me"), token).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(backend.count(), before + 1);
-    assert_eq!(backend.last().all("x-user-id"), vec![user]);
-}
-
 /// Asserts a token is refused by verification (not by liveness) and never reaches the
 /// backend.
 async fn assert_forgery_refused(gate: &Gate, backend: &Backend, token: &str) {

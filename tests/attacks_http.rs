@@ -210,17 +210,6 @@ async fn setup() -> (Backend, Gate, String) {
     (backend, gate, token)
 }
 
-/// Asserts that the backend received nothing since `before`.
-fn assert_untouched(backend: &Backend, before: usize) {
-    let seen = backend.seen();
-    assert_eq!(
-        seen.len(),
-        before,
-        "the backend was reached: {:?}",
-        &seen[before.min(seen.len())..]
-    );
-}
-
 /// Asserts that exactly one more request reached the backend, and returns it.
 fn one_forwarded(backend: &Backend, before: usize) -> Seen {
     let seen = backend.seen();
@@ -407,7 +396,7 @@ async fn assert_logout_look_alike(target: &str) {
     )
     .await;
     r.assert_refusal(401);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 
     let auth = bearer(&token);
     let r = ask(
@@ -456,7 +445,7 @@ async fn assert_bad_path(target: &str) {
     )
     .await;
     assert_eq!(r.status, 400, "{target}: {r:?}");
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
     assert_eq!(get_with(&gate.url("/api/x"), &token).await.status, 200);
 }
 
@@ -541,7 +530,7 @@ async fn connection_naming_authorization_drops_the_token_and_forwards_nothing() 
     )
     .await;
     r.assert_refusal(401);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test]
@@ -578,7 +567,7 @@ async fn one_hundred_and_one_forged_x_user_id_headers_get_431_and_reach_nothing(
     let before = backend.count();
     let text = raw(gate.addr, request("GET", "/api/x", &lines).as_bytes(), WAIT).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 // ---------------------------------------------------------------------------------
@@ -845,7 +834,7 @@ async fn without_pass_authorization_a_valid_token_authenticates_but_never_reache
     let before = backend.count();
     let r = ask(&gate, &request("GET", "/api/x", &[])).await;
     r.assert_refusal(401);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1110,7 +1099,7 @@ async fn an_absolute_form_target_naming_another_host_goes_only_to_the_backend() 
     )
     .await;
     r.assert_refusal(401);
-    assert_untouched(&backend, before + 1);
+    backend.assert_untouched(before + 1);
 }
 
 #[tokio::test]
@@ -1126,7 +1115,7 @@ async fn an_absolute_form_target_with_a_dot_segment_gets_400() {
     )
     .await;
     r.assert_refusal(400);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test]
@@ -1168,7 +1157,7 @@ async fn connect_to_another_host_is_refused_and_reaches_nothing() {
             .unwrap_or_else(|| panic!("no status: {out:?}"));
         assert!((400..500).contains(&status), "{out:?}");
     }
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test]
@@ -1189,7 +1178,7 @@ async fn expect_100_continue_without_a_token_gets_401_and_never_a_100_continue()
             "{path}: {out:?}"
         );
     }
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test]
@@ -1205,7 +1194,7 @@ async fn a_9_kib_request_target_gets_414_and_reaches_nothing() {
         let r = ask(&gate, &request("GET", &target, &[&bearer(&token)])).await;
         r.assert_refusal(414);
     }
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 /// Reads until the gate closes the connection, at most `limit`; `Some(elapsed)` when
@@ -1245,7 +1234,7 @@ async fn a_slowloris_client_that_stalls_after_one_header_is_disconnected() {
         .unwrap();
     let closed = wait_for_close(&mut stream, Duration::from_secs(15), false).await;
     assert!(closed.is_some(), "still connected after 15 s");
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1262,7 +1251,7 @@ async fn a_slowloris_client_dripping_a_header_a_second_is_disconnected() {
         closed.is_some(),
         "a dripping client kept its connection 15 s"
     );
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1368,7 +1357,7 @@ async fn past_max_connections_new_ones_are_closed_and_the_admin_listener_still_a
         .expect("a connection past the limit was left open")
         .unwrap_or(0);
     assert_eq!(n, 0, "a connection past the limit was served");
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
     // The admin listener has its own budget.
     let health = get(&format!("http://{}/healthz", gate.admin), &[]).await;
     assert_eq!(health.status, 200);
@@ -1418,7 +1407,7 @@ async fn a_framing_header_spelled_with_an_underscore_is_refused_on_every_route()
             head.push(line);
             let r = ask(&gate, &request("POST", path, &head)).await;
             r.assert_refusal(400);
-            assert_untouched(&backend, before);
+            backend.assert_untouched(before);
         }
     }
     // `Transfer_Encoding` with a body that hides a request.
@@ -1435,7 +1424,7 @@ async fn a_framing_header_spelled_with_an_underscore_is_refused_on_every_route()
     );
     let before = backend.count();
     ask(&gate, &attack).await.assert_refusal(400);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1563,7 +1552,7 @@ async fn a_semicolon_parameter_on_the_capture_route_is_not_captured_without_auth
     );
     let r = ask(&gate, &text).await;
     r.assert_refusal(401);
-    assert_untouched(&backend, before);
+    backend.assert_untouched(before);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1605,7 +1594,7 @@ async fn a_cross_site_logout_with_a_cookie_token_is_refused_and_revokes_nothing(
             let before = backend.count();
             let r = ask(&gate, &request(method, route, &lines)).await;
             r.assert_refusal(403);
-            assert_untouched(&backend, before);
+            backend.assert_untouched(before);
             assert_still_live(&gate, &token).await;
         }
     }

@@ -366,7 +366,7 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
     let before = backend.count();
     assert_eq!(get_with(&served.url("/api"), &alice1).await.status, 401);
     assert_eq!(get_with(&served.url("/api"), &alice2).await.status, 401);
-    assert_eq!(backend.count(), before);
+    backend.assert_untouched(before);
     assert_eq!(get_with(&served.url("/api"), &bob).await.status, 200);
 
     // An unknown session is an error.

@@ -23,15 +23,6 @@ async fn login_as(gate: &Gate, user: &str, agent: &str) -> String {
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
-/// Asserts that a token passes: 200, and the backend sees the right identity.
-async fn assert_passes(gate: &Gate, backend: &Backend, token: &str, user: &str) {
-    let before = backend.count();
-    let r = get_with(&gate.url("/api/me"), token).await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(backend.count(), before + 1);
-    assert_eq!(backend.last().all("x-user-id"), vec![user]);
-}
-
 /// Asserts that a token is refused with 401 and the backend never sees the request.
 async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
     let before = backend.count();

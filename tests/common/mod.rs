@@ -165,6 +165,18 @@ impl Backend {
         }
     }
 
+    /// Asserts that the backend received nothing since it had seen `before` requests
+    /// (how every refusal test proves that nothing was forwarded).
+    pub fn assert_untouched(&self, before: usize) {
+        let seen = self.seen();
+        assert_eq!(
+            seen.len(),
+            before,
+            "the backend was reached: {:?}",
+            &seen[before.min(seen.len())..]
+        );
+    }
+
     /// How many TCP connections were accepted.
     pub fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
@@ -841,4 +853,19 @@ impl ChildLines {
             }
         });
     }
+}
+
+/// Asserts that `token` gets a request through to the backend as `user`: 200, exactly
+/// one request forwarded, with that identity.
+pub async fn assert_passes(gate: &Gate, backend: &Backend, token: &str, user: &str) {
+    let before = backend.count();
+    let r = get_with(&gate.url("/api/me"), token).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the token was refused: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(backend.count(), before + 1);
+    assert_eq!(backend.last().all("x-user-id"), vec![user]);
 }
