@@ -1,8 +1,8 @@
 //! The request pipeline of the public listener (SPEC §5), as named steps:
 //!
 //! 1. [`check_path`]: dot-segments and encoded slashes get 400;
-//! 2. strip client copies of identity, hop-by-hop and forwarding headers
-//!    ([`crate::proxy::HeaderPolicy::sanitize`]);
+//! 2. strip client copies of identity, hop-by-hop and forwarding headers, and refuse a
+//!    framing name spelled with `_` ([`crate::proxy::HeaderPolicy::sanitize`]);
 //! 3. route: logout, logout-all, sessions, capture, public, or protected;
 //! 4. [`authorize`] (from the verdict cache) or [`authenticate`]: extract, verify,
 //!    check liveness;
@@ -37,6 +37,7 @@ use crate::context::{ClientConn, RequestContext};
 use crate::extract::{extract, extract_with_source, ExtractError, TokenSource};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::metrics::Outcome;
+use crate::proxy::headers::DisguisedFraming;
 use crate::proxy::{UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
 use crate::store::{Actor, Session, StoreError, TokenHash, TokenKind};
@@ -329,7 +330,12 @@ async fn pipeline(
     mut request: Request<Body>,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
     check_head(&request)?;
-    app.headers.sanitize(request.headers_mut(), ctx);
+    app.headers
+        .sanitize(request.headers_mut(), ctx)
+        .map_err(|DisguisedFraming(name)| {
+            tracing::debug!(header = name.as_str(), "framing header spelled with '_'");
+            Refusal::Malformed("a framing or hop-by-hop header name is spelled with '_'")
+        })?;
     let via = Via { app, conn, ctx };
     match route(app, &request) {
         Route::Logout => logout(app, &request, false).await,
@@ -391,12 +397,6 @@ fn check_head<B>(request: &Request<B>) -> Result<(), Refusal> {
     // HTTP/1.1 heads are capped by the parser; HTTP/2 header blocks here.
     if headers.len() > crate::server::MAX_HEADERS {
         return Err(Refusal::TooManyHeaders);
-    }
-    if let Some(name) = crate::proxy::headers::disguised_framing_header(headers) {
-        tracing::debug!(header = name.as_str(), "framing header spelled with '_'");
-        return Err(Refusal::Malformed(
-            "a framing or hop-by-hop header name is spelled with '_'",
-        ));
     }
     Ok(())
 }

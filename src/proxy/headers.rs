@@ -78,32 +78,16 @@ fn normalized_starts_with(name: &[u8], rule: &[u8]) -> bool {
     name.len() >= rule.len() && name.iter().zip(rule).all(|(&a, &b)| normalized(a) == b)
 }
 
-/// Framing and hop-by-hop names a request may not carry in an `_` spelling (SPEC §10):
-/// a backend that reads `_` as `-` would frame the request differently than we did.
-const FRAMING_HEADERS: &[&str] = &[
-    "transfer-encoding",
-    "content-length",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "host",
-];
+/// Framing headers hyper reads itself: kept as sent, but refused in an `_` spelling
+/// (SPEC §10), as hop-by-hop names are.
+const FRAMING_HEADERS: &[&str] = &["content-length", "host"];
 
 /// A request header that spells a framing or hop-by-hop name with `_`
-/// (`Transfer_Encoding`, `Content_Length`, ...), if there is one: such a request is
-/// refused, not cleaned, since no reading of it is safe for every backend.
-pub fn disguised_framing_header(headers: &HeaderMap) -> Option<&HeaderName> {
-    headers.keys().find(|name| {
-        let n = name.as_str().as_bytes();
-        n.contains(&b'_')
-            && FRAMING_HEADERS
-                .iter()
-                .any(|f| f.len() == n.len() && normalized_starts_with(n, f.as_bytes()))
-    })
-}
+/// (`Transfer_Encoding`, `Content_Length`, ...): a backend that reads `_` as `-` would
+/// frame the request differently than we did, so no cleaning of it is safe and the
+/// request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisguisedFraming(pub HeaderName);
 
 /// Why sanitizing removes a client header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +100,8 @@ enum Strip {
     Override,
     /// A forwarding header from a peer that is not a trusted proxy.
     Forwarding,
+    /// Not removed: a framing header, judged only for its spelling.
+    Framing,
 }
 
 /// The header rules that follow from `[forward]`, computed once at start.
@@ -151,6 +137,7 @@ impl HeaderPolicy {
         FORWARDING_HEADERS
             .iter()
             .for_each(|n| add(n, Strip::Forwarding));
+        FRAMING_HEADERS.iter().for_each(|n| add(n, Strip::Framing));
         HeaderPolicy {
             rules,
             user_header: forward.user_header.clone(),
@@ -185,30 +172,42 @@ impl HeaderPolicy {
 
     /// Step 2 of the pipeline: removes from a client request every header that could
     /// carry a forged identity, a hop-by-hop meaning, a path or method override, or (from
-    /// a peer that is not a trusted proxy) a forwarding claim.
+    /// a peer that is not a trusted proxy) a forwarding claim; refuses the request when a
+    /// framing or hop-by-hop name is spelled with `_`.
     ///
     /// Headers named in `Connection` are judged with the rest, so that `Connection:
     /// X-User-Id` cannot later remove the header we inject. Runs on every route, public
     /// ones included. `Authorization` stays until [`HeaderPolicy::prepare_upstream`]: it
     /// is needed to authenticate.
-    pub fn sanitize(&self, headers: &mut HeaderMap, ctx: &RequestContext<'_>) {
+    pub fn sanitize(
+        &self,
+        headers: &mut HeaderMap,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(), DisguisedFraming> {
         let mut doomed = connection_named(headers);
         for name in headers.keys() {
             // Compared in the normalized spelling: CGI-style servers read `X_Real_IP`
             // as `X-Real-IP`, so every rule holds for both.
-            if let Some(why) = self.strip_reason(name, ctx.conn.trusted) {
-                if why == Strip::Identity {
-                    tracing::debug!(
-                        header = name.as_str(),
-                        "removed a client copy of an identity header"
-                    );
+            let Some(why) = self.strip_reason(name, ctx.conn.trusted) else {
+                continue;
+            };
+            match why {
+                Strip::HopByHop | Strip::Framing if name.as_str().contains('_') => {
+                    return Err(DisguisedFraming(name.clone()));
                 }
-                doomed.push(name.clone());
+                Strip::Framing => continue,
+                Strip::Identity => tracing::debug!(
+                    header = name.as_str(),
+                    "removed a client copy of an identity header"
+                ),
+                Strip::HopByHop | Strip::Override | Strip::Forwarding => {}
             }
+            doomed.push(name.clone());
         }
         for name in doomed {
             headers.remove(&name);
         }
+        Ok(())
     }
 
     /// The last touch before a request leaves for the backend (step 5): `X-Request-Id`,
@@ -380,7 +379,7 @@ mod tests {
         let mut request = Request::new(());
         *request.headers_mut() = headers(pairs);
         let ctx = RequestContext::new(&conn, request.headers());
-        p.sanitize(request.headers_mut(), &ctx);
+        p.sanitize(request.headers_mut(), &ctx).unwrap();
         p.prepare_upstream(&mut request, &ctx, &[]);
         request.headers().clone()
     }
@@ -411,11 +410,11 @@ mod tests {
             ("authorization", "Bearer x"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
-            ("transfer_encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
         ]);
         let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false);
         let ctx = RequestContext::new(&conn, &h);
-        policy(&[]).sanitize(&mut h, &ctx);
+        policy(&[]).sanitize(&mut h, &ctx).unwrap();
         assert!(h.is_empty(), "{h:?}");
     }
 
@@ -487,22 +486,24 @@ mod tests {
     }
 
     #[test]
-    fn framing_names_spelled_with_an_underscore_are_found() {
+    fn framing_names_spelled_with_an_underscore_are_refused_and_kept_otherwise() {
+        let p = policy(&["10.0.0.0/8"]);
+        let conn = ConnInfo::new("10.1.2.3:1".parse().unwrap(), true);
         for bad in [
             "transfer_encoding",
             "Content_Length",
             "keep_alive",
-            "host_",
-            "TE",
+            "PROXY_CONNECTION",
         ] {
-            let h = headers(&[(bad, "x"), ("x_other", "1")]);
-            let found = disguised_framing_header(&h).map(|n| n.as_str().to_string());
-            if bad.contains('_') && bad != "host_" {
-                assert_eq!(found.as_deref(), Some(bad.to_ascii_lowercase().as_str()));
-            } else {
-                assert_eq!(found, None, "{bad}");
-            }
+            let mut h = headers(&[(bad, "x"), ("x_other", "1")]);
+            let ctx = RequestContext::new(&conn, &h);
+            let refused = p.sanitize(&mut h, &ctx).unwrap_err();
+            assert_eq!(refused.0.as_str(), bad.to_ascii_lowercase());
         }
+        let mut h = headers(&[("content-length", "0"), ("host", "a"), ("host_", "b")]);
+        let ctx = RequestContext::new(&conn, &h);
+        p.sanitize(&mut h, &ctx).unwrap();
+        assert_eq!(h.len(), 3, "framing headers are kept: {h:?}");
     }
 
     #[test]
