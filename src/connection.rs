@@ -46,11 +46,6 @@ impl Budget {
             .is_ok();
         taken.then(|| Place(self.clone()))
     }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
 }
 
 /// One connection's place in its budget, given back when dropped.
@@ -190,7 +185,6 @@ mod tests {
         let a = budget.take().unwrap();
         let _b = budget.take().unwrap();
         assert!(budget.take().is_none());
-        assert_eq!(budget.open(), 2);
         drop(a);
         assert!(budget.take().is_some());
     }

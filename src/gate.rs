@@ -462,8 +462,7 @@ pub async fn authorize<B>(app: &App, request: &Request<B>) -> Result<Arc<Verdict
     }
     // Taken before the store is read: a revocation applied meanwhile voids the insert.
     let ticket = app.cache.ticket();
-    let token = app.config.verifier.verify(raw)?;
-    let session = check_live(app, &token).await?;
+    let (token, session) = verify_live(app, raw).await?;
     let identity = app.headers.identity_headers(&token.user, &token.claims);
     let verdict = Arc::new(Verdict::new(&token, session.as_ref(), identity));
     if let Some(key) = key {
@@ -479,8 +478,12 @@ pub async fn authenticate<B>(
     app: &App,
     request: &Request<B>,
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
-    let (raw, _) = extract_with_source(request.headers(), &app.config.token_sources)?
-        .ok_or(Refusal::NoToken)?;
+    let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
+    verify_live(app, raw).await
+}
+
+/// A raw token, verified and live in the store right now.
+async fn verify_live(app: &App, raw: &str) -> Result<(VerifiedToken, Option<Session>), Refusal> {
     let token = app.config.verifier.verify(raw)?;
     let session = check_live(app, &token).await?;
     Ok((token, session))
@@ -491,14 +494,12 @@ pub async fn authenticate<B>(
 /// (SPEC §10), since a browser sends cookies along with a foreign page's request. A
 /// header token is not affected: a browser does not send it cross-site unasked.
 async fn authenticate_change<B>(app: &App, request: &Request<B>) -> Result<VerifiedToken, Refusal> {
-    let from_cookie = matches!(
-        extract_with_source(request.headers(), &app.config.token_sources)?,
-        Some((_, TokenSource::Cookie(_)))
-    );
-    if from_cookie && is_cross_site(request) {
+    let (raw, source) = extract_with_source(request.headers(), &app.config.token_sources)?
+        .ok_or(Refusal::NoToken)?;
+    if matches!(source, TokenSource::Cookie(_)) && is_cross_site(request) {
         return Err(Refusal::CrossSite);
     }
-    Ok(authenticate(app, request).await?.0)
+    Ok(verify_live(app, raw).await?.0)
 }
 
 /// Whether a browser marks the request as cross-site (`Sec-Fetch-Site: cross-site`),

@@ -811,9 +811,7 @@ async fn override_headers_spelled_with_underscores_never_reach_the_backend() {
 #[tokio::test]
 async fn without_pass_authorization_a_valid_token_authenticates_but_never_reaches_the_backend() {
     let backend = Backend::start().await;
-    let config = DEFAULT_CONFIG
-        .replace("{strategy}", "allowlist")
-        .replace("[forward]\n", "[forward]\npass_authorization = false\n");
+    let config = config_with("forward", "pass_authorization = false");
     let gate = Gate::start_config(&backend, &config).await;
     let token = login(&gate, "alice").await;
     for path in ["/api/x", "/public/x"] {
@@ -1286,55 +1284,45 @@ async fn a_client_that_reads_nothing_of_a_large_response_is_disconnected() {
 
 /// A gate whose first-request deadline is 1 s, with `extra` server settings.
 async fn quick_deadline_gate(backend: &Backend, extra: &str) -> Gate {
-    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist").replace(
-        "[server]\n",
-        &format!("[server]\nheader_read_timeout_seconds = 1\n{extra}"),
+    let config = config_with(
+        "server",
+        &format!("header_read_timeout_seconds = 1\n{extra}"),
     );
     Gate::start_config(backend, &config).await
+}
+
+/// Asserts that a connection which sends `bytes` and nothing more is closed by the
+/// 1 s first-request deadline (well within 8 s), and forwards nothing.
+async fn assert_closed_at_the_deadline(bytes: &[u8], what: &str) {
+    let backend = Backend::start().await;
+    let gate = quick_deadline_gate(&backend, "").await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
+    assert!(closed.is_some(), "{what} was still open after 8 s");
+    backend.assert_untouched(0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_sends_nothing_is_closed_at_the_header_deadline() {
     // The HTTP/1.1-or-HTTP/2 sniff used to wait for bytes with no deadline at all.
-    let backend = Backend::start().await;
-    let gate = quick_deadline_gate(&backend, "").await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
-    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
-    assert!(
-        closed.is_some(),
-        "a silent connection was still open after 8 s"
-    );
+    assert_closed_at_the_deadline(b"", "a silent connection").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_sends_23_of_the_24_preface_bytes_is_closed() {
-    let backend = Backend::start().await;
-    let gate = quick_deadline_gate(&backend, "").await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
-    stream
-        .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23])
-        .await
-        .unwrap();
-    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
-    assert!(closed.is_some(), "a half preface kept its connection 8 s");
+    assert_closed_at_the_deadline(&PREFACE[..23], "a half preface").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_connection_that_never_sends_a_request_is_closed() {
-    let backend = Backend::start().await;
-    let gate = quick_deadline_gate(&backend, "").await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
     // The whole preface and an empty SETTINGS frame: a valid, idle HTTP/2 connection.
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    let closed = wait_for_close(&mut stream, Duration::from_secs(8), false).await;
-    assert!(
-        closed.is_some(),
-        "an idle HTTP/2 connection was still open after 8 s"
-    );
+    let idle = [PREFACE, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"].concat();
+    assert_closed_at_the_deadline(&idle, "an idle HTTP/2 connection").await;
 }
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn past_max_connections_new_ones_are_closed_and_the_admin_listener_still_answers() {
@@ -1563,9 +1551,9 @@ async fn a_semicolon_parameter_on_the_capture_route_is_not_captured_without_auth
 /// in; returns her token.
 async fn cookie_setup() -> (Backend, Gate, String) {
     let backend = Backend::start().await;
-    let config = format!(
-        "{}\n[token]\nsources = [\"header:Authorization\", \"cookie:access_token\"]\n",
-        DEFAULT_CONFIG.replace("{strategy}", "allowlist")
+    let config = config_with(
+        "token",
+        "sources = [\"header:Authorization\", \"cookie:access_token\"]",
     );
     let gate = Gate::start_config(&backend, &config).await;
     let token = login(&gate, "alice").await;

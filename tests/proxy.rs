@@ -1561,10 +1561,7 @@ async fn http2_cookie_fields_reach_the_backend_as_one_cookie_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_http2_connection_holds_at_most_http2_max_streams_backend_connections() {
     let backend = Backend::start().await;
-    let config = DEFAULT_CONFIG
-        .replace("{strategy}", "allowlist")
-        .replace("[server]\n", "[server]\nhttp2_max_streams = 4\n");
-    let gate = Gate::start_config(&backend, &config).await;
+    let gate = Gate::start_config(&backend, &config_with("server", "http2_max_streams = 4")).await;
     let token = login(&gate, "alice").await;
     let before = backend.connections();
     let client = h2_client();

@@ -347,11 +347,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A header map of `pairs`, in order, duplicates kept: the unit tests' request heads.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::context::ConnInfo;
     use std::net::SocketAddr;
+    use test_headers as headers;
 
     fn policy(trusted: &[&str]) -> HeaderPolicy {
         let text = format!(
@@ -359,17 +373,6 @@ mod tests {
         );
         let config = crate::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap();
         HeaderPolicy::new(&config.forward)
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
     }
 
     /// Runs both calls on a request with `pairs` from `peer`.

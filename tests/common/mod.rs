@@ -412,6 +412,19 @@ public = ["/healthz", "/public/*"]
 claim_headers = { email = "X-User-Email" }
 "#;
 
+/// [`DEFAULT_CONFIG`] (allowlist) with `lines` added to its `[section]`, or in a new
+/// `[section]` at the end when it has none.
+pub fn config_with(section: &str, lines: &str) -> String {
+    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist");
+    let header = format!("[{section}]\n");
+    let lines = lines.trim_end_matches('\n');
+    if config.contains(&header) {
+        config.replacen(&header, &format!("{header}{lines}\n"), 1)
+    } else {
+        format!("{config}\n{header}{lines}\n")
+    }
+}
+
 /// A running tokengate.
 pub struct Gate {
     pub addr: SocketAddr,
