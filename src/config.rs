@@ -30,6 +30,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 25;
 /// `server.header_read_timeout_seconds`: from accept to the first request head, and
 /// for every HTTP/1.1 request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECONDS: u64 = 10;
+/// `server.idle_timeout_seconds`: from a connection's latest request to its close.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: u64 = 60;
 /// `server.max_connections`: open client connections of the public listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// `server.http2_max_streams`: concurrent streams one HTTP/2 connection may open.
@@ -165,6 +167,7 @@ pub mod raw {
         pub shutdown_grace_seconds: u64,
         pub http2_max_streams: u32,
         pub header_read_timeout_seconds: u64,
+        pub idle_timeout_seconds: u64,
         pub max_connections: usize,
     }
 
@@ -176,6 +179,7 @@ pub mod raw {
                 shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE_SECONDS,
                 http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
                 header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+                idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
             }
         }
@@ -400,6 +404,10 @@ pub struct ServerConfig {
     pub http2_max_streams: u32,
     /// From accept to the first request head, and for every HTTP/1.1 request head.
     pub header_read_timeout: Duration,
+    /// From a connection's latest request to its graceful close when no other starts
+    /// (an HTTP/1.1 connection waiting for its next head is also held to
+    /// `header_read_timeout`, the shorter by default).
+    pub idle_timeout: Duration,
     /// Open client connections of the public listener; past it, new ones are closed.
     pub max_connections: usize,
 }
@@ -570,6 +578,15 @@ impl Config {
                     return Err(ConfigError::new(
                         "server.header_read_timeout_seconds",
                         "must be between 1 and 300",
+                    ))
+                }
+            },
+            idle_timeout: match raw.server.idle_timeout_seconds {
+                n @ 1..=3600 => Duration::from_secs(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        "server.idle_timeout_seconds",
+                        "must be between 1 and 3600",
                     ))
                 }
             },
@@ -1396,6 +1413,7 @@ mod tests {
         assert_eq!(c.server.http2_max_streams, DEFAULT_HTTP2_MAX_STREAMS);
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.upstream.timeout, Duration::from_secs(60));
         assert_eq!(c.store.strategy, StrategyKind::Allowlist);
         assert_eq!(
@@ -1441,6 +1459,8 @@ mod tests {
                 "server.header_read_timeout_seconds",
             ),
             ("max_connections = 0", "server.max_connections"),
+            ("idle_timeout_seconds = 0", "server.idle_timeout_seconds"),
+            ("idle_timeout_seconds = 3601", "server.idle_timeout_seconds"),
         ] {
             let e = load(&minimal(&format!("[server]\n{line}"))).unwrap_err();
             assert_eq!(e.key, key, "{e}");

@@ -1,24 +1,30 @@
 //! What one client connection may hold (SPEC §10): a place in its listener's budget of
-//! open connections, a deadline for its first request head counted from accept, and a
-//! socket whose writes give up on a client that stops reading ([`WriteDeadline`]).
+//! open connections, a deadline for its first request head counted from accept, an
+//! idle timeout after that, and a socket whose writes give up on a client that stops
+//! reading ([`WriteDeadline`]).
 //!
-//! The deadline covers the bytes hyper-util reads to tell HTTP/1.1 from HTTP/2 and an
-//! HTTP/2 connection that sends its preface and settings but never a request: a socket
-//! that sends nothing, or too little, is closed when it passes. Later request heads are
-//! hyper's to time (`header_read_timeout` on HTTP/1.1, keep-alive pings on HTTP/2).
-//! [`crate::server`] applies both.
+//! [`Activity`] is what the two deadlines are judged on: when the connection was
+//! accepted and when it last started a request. The first deadline covers the bytes
+//! hyper-util reads to tell HTTP/1.1 from HTTP/2 and an HTTP/2 connection that sends
+//! its preface and settings but never a request: a socket that sends nothing, or too
+//! little, is closed when it passes. The idle timeout then closes, gracefully, a
+//! connection that starts no request for as long (an HTTP/2 connection answers pings
+//! for ever otherwise); responses still streaming finish first. Later HTTP/1.1 heads
+//! are also hyper's to time (`header_read_timeout`, from the end of the previous
+//! response). [`crate::server`] drives the connection against both.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 /// The open connections of one listener, at most `max`.
 #[derive(Debug)]
@@ -58,17 +64,78 @@ impl Drop for Place {
     }
 }
 
-/// A service that notes that a request head arrived, for the first-request deadline.
+/// When a connection was accepted and when it last started a request.
+#[derive(Debug)]
+pub struct Activity {
+    accepted: Instant,
+    /// Milliseconds from `accepted` to the latest request, plus one; 0 before the first.
+    last: AtomicU64,
+    /// Told once, at the first request, so that a waiter re-arms for the idle timeout.
+    first: Notify,
+}
+
+impl Activity {
+    /// A connection accepted now.
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            accepted: Instant::now(),
+            last: AtomicU64::new(0),
+            first: Notify::new(),
+        })
+    }
+
+    /// Notes that a request started.
+    fn touch(&self) {
+        let since = self.accepted.elapsed().as_millis() as u64;
+        if self.last.swap(since + 1, Ordering::Relaxed) == 0 {
+            self.first.notify_one();
+        }
+    }
+
+    /// Resolves once the first request has started.
+    pub async fn first_request(&self) {
+        self.first.notified().await
+    }
+
+    /// When the connection's deadline passes: `first_request` after accept while it
+    /// has sent no request, `idle` after its latest request since.
+    pub fn deadline(&self, first_request: Duration, idle: Duration) -> Deadline {
+        match self.last.load(Ordering::Relaxed) {
+            0 => Deadline::FirstRequest(self.accepted + first_request),
+            n => Deadline::Idle(self.accepted + Duration::from_millis(n - 1) + idle),
+        }
+    }
+}
+
+/// What a connection is waiting for, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Its first request head.
+    FirstRequest(Instant),
+    /// Another request, after the latest.
+    Idle(Instant),
+}
+
+impl Deadline {
+    /// The instant it passes.
+    pub fn at(self) -> Instant {
+        match self {
+            Deadline::FirstRequest(at) | Deadline::Idle(at) => at,
+        }
+    }
+}
+
+/// A service that notes in an [`Activity`] each request it is given.
 #[derive(Debug, Clone)]
 pub struct Noting<S> {
     inner: S,
-    seen: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl<S> Noting<S> {
-    /// Wraps `inner`; `seen` turns true at the first request.
-    pub fn new(inner: S, seen: Arc<AtomicBool>) -> Noting<S> {
-        Noting { inner, seen }
+    /// Wraps `inner`.
+    pub fn new(inner: S, activity: Arc<Activity>) -> Noting<S> {
+        Noting { inner, activity }
     }
 }
 
@@ -81,7 +148,7 @@ where
     type Future = S::Future;
 
     fn call(&self, request: R) -> Self::Future {
-        self.seen.store(true, Ordering::Release);
+        self.activity.touch();
         self.inner.call(request)
     }
 }
@@ -187,5 +254,22 @@ mod tests {
         assert!(budget.take().is_none());
         drop(a);
         assert!(budget.take().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_the_first_requests_then_the_idle_one_from_the_latest() {
+        let activity = Activity::new();
+        let (first, idle) = (Duration::from_secs(10), Duration::from_secs(60));
+        assert_eq!(
+            activity.deadline(first, idle),
+            Deadline::FirstRequest(activity.accepted + first)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        activity.touch();
+        let Deadline::Idle(at) = activity.deadline(first, idle) else {
+            panic!("a request was seen");
+        };
+        assert!(at >= activity.accepted + Duration::from_millis(20) + idle);
+        assert!(at <= Instant::now() + idle);
     }
 }

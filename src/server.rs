@@ -2,28 +2,29 @@
 //!
 //! [`run`] serves the public and admin listeners until its `shutdown` future resolves,
 //! then stops accepting and gives in-flight requests `server.shutdown_grace_seconds` to
-//! finish (the shape of hyper-util's `graceful.rs`). Both listeners are passed in, bound,
+//! finish (the shape of hyper-util's `graceful.rs`: every connection task holds a
+//! receiver of one drain channel, told to shut down gracefully through it, and the
+//! listener waits for the last receiver to go). Both listeners are passed in, bound,
 //! so tests run on port 0. Each listener holds its connections to its limits (SPEC
 //! §10, [`crate::connection`]): a budget of open connections, a first request head
-//! due within `server.header_read_timeout_seconds` of accept, and on HTTP/2 a bound on
-//! concurrent streams and keep-alive pings. The background prune and the revocation
-//! feed reader run beside them.
+//! due within `server.header_read_timeout_seconds` of accept, an idle timeout
+//! (`server.idle_timeout_seconds`) after it, and on HTTP/2 a bound on concurrent
+//! streams and keep-alive pings. The background prune and the revocation feed reader
+//! run beside them.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::connection::{Budget, Noting, WriteDeadline};
+use crate::connection::{Activity, Budget, Deadline, Noting, WriteDeadline};
 use crate::context::{ClientConn, ConnInfo};
 
 /// More request headers than this get 431.
@@ -66,6 +67,7 @@ pub async fn run(
             http2_max_streams: app.config.server.http2_max_streams,
             max_connections: app.config.server.max_connections,
             header_read_timeout: app.config.server.header_read_timeout,
+            idle_timeout: app.config.server.idle_timeout,
             write_timeout: app.config.upstream.timeout,
         };
         tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
@@ -85,6 +87,7 @@ pub async fn run(
             http2_max_streams: ADMIN_HTTP2_MAX_STREAMS,
             max_connections: ADMIN_MAX_CONNECTIONS,
             header_read_timeout: app.config.server.header_read_timeout,
+            idle_timeout: app.config.server.idle_timeout,
             write_timeout: app.config.upstream.timeout,
         };
         tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
@@ -121,6 +124,8 @@ struct Limits {
     max_connections: usize,
     /// From accept to the first request head, and for every HTTP/1.1 head.
     header_read_timeout: Duration,
+    /// From a connection's latest request to its graceful close, when no other starts.
+    idle_timeout: Duration,
     /// How long a response write may wait for a client that reads nothing.
     write_timeout: Duration,
 }
@@ -163,7 +168,7 @@ async fn serve<F, S>(
         .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
         .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let budget = Budget::new(limits.max_connections);
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -182,30 +187,15 @@ async fn serve<F, S>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let seen = Arc::new(AtomicBool::new(false));
-                let service = Noting::new(make_service(peer), seen.clone());
+                let activity = Activity::new();
+                let service = Noting::new(make_service(peer), activity.clone());
                 let stream = WriteDeadline::new(stream, limits.write_timeout);
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let draining = draining.clone();
+                let timeouts = (header_read_timeout, limits.idle_timeout);
                 tokio::spawn(async move {
                     let _place = place;
-                    tokio::pin!(connection);
-                    // The first request head must arrive within the timeout, counted
-                    // from accept (the HTTP/1.1-or-HTTP/2 sniff and an HTTP/2 preface
-                    // included); later ones are hyper's to time.
-                    let first = tokio::select! {
-                        result = &mut connection => Some(result),
-                        () = tokio::time::sleep(header_read_timeout) => None,
-                    };
-                    let result = match first {
-                        Some(result) => result,
-                        None if !seen.load(Ordering::Acquire) => {
-                            tracing::debug!(listener = name, %peer, "no request head in time; closed");
-                            return;
-                        }
-                        None => connection.await,
-                    };
-                    if let Err(e) = result {
+                    if let Err(e) = drive(connection, &activity, timeouts, draining).await {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -214,12 +204,66 @@ async fn serve<F, S>(
         }
     }
     drop(listener);
+    drop(draining);
+    let _ = drain.send(());
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        () = drain.closed() => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(listener = name, "grace period over; closing the remaining connections");
         }
     }
+}
+
+/// Runs one connection to its end against its deadlines: dropped (closed at once) when
+/// no request head arrives within the first of `timeouts`; shut down gracefully (in
+/// flight responses finish, HTTP/2 says GOAWAY) when idle for the second, or when the
+/// listener drains.
+async fn drive<S>(
+    connection: auto::Connection<
+        'static,
+        TokioIo<WriteDeadline<TcpStream>>,
+        Noting<S>,
+        TokioExecutor,
+    >,
+    activity: &Activity,
+    (first_request, idle): (Duration, Duration),
+    mut draining: watch::Receiver<()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::pin!(connection);
+    loop {
+        let deadline = activity.deadline(first_request, idle);
+        tokio::select! {
+            result = &mut connection => return result,
+            () = tokio::time::sleep_until(deadline.at()) => {
+                match activity.deadline(first_request, idle) {
+                    Deadline::FirstRequest(_) => {
+                        tracing::debug!("no request head in time; closed");
+                        return Ok(());
+                    }
+                    Deadline::Idle(at) if at <= tokio::time::Instant::now() => {
+                        tracing::debug!(idle_seconds = idle.as_secs(), "idle connection; closing");
+                        break;
+                    }
+                    // A request started since: wait from it.
+                    Deadline::Idle(_) => {}
+                }
+            }
+            // The first request: from now on the idle timeout counts.
+            () = activity.first_request(), if matches!(deadline, Deadline::FirstRequest(_)) => {}
+            _ = draining.changed() => break,
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Deletes expired rows every `store.prune_interval_seconds`.

@@ -1321,6 +1321,112 @@ async fn an_http2_connection_that_never_sends_a_request_is_closed() {
     assert_closed_at_the_deadline(&idle, "an idle HTTP/2 connection").await;
 }
 
+/// A request over `sender`'s HTTP/2 connection for `path`, with `token` if any.
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    path: &str,
+    token: Option<&str>,
+) -> u16 {
+    let mut request = Request::get(format!("http://app.example{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    response.into_body().collect().await.unwrap();
+    status
+}
+
+/// An HTTP/2 connection to `addr` (prior knowledge) and a flag that turns true when
+/// the proxy has closed it.
+async fn h2_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Instant>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(async move {
+        let _ = connection.await;
+        Instant::now()
+    });
+    (sender, ended)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    // SPEC §10: keep-alive pings alone used to hold an HTTP/2 connection for ever.
+    let backend = Backend::start().await;
+    let config = config_with("server", "idle_timeout_seconds = 1");
+    let gate = Gate::start_config(&backend, &config).await;
+    let (mut sender, ended) = h2_connection(gate.addr).await;
+    assert_eq!(h2_get(&mut sender, "/public/a", None).await, 200);
+    let last = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), ended)
+        .await
+        .expect("an idle HTTP/2 connection was still open after 8 s")
+        .unwrap();
+    let idle = closed - last;
+    assert!(
+        idle >= Duration::from_millis(900),
+        "closed after {idle:?} only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idle_timeout_counts_from_the_latest_request_and_lets_a_slow_one_finish() {
+    let backend = Backend::start().await;
+    // The backend may take 5 s to answer (the default config says 1).
+    let config = config_with("server", "idle_timeout_seconds = 1")
+        .replace("\ntimeout_seconds = 1\n", "\ntimeout_seconds = 5\n");
+    let gate = Gate::start_config(&backend, &config).await;
+    let token = login(&gate, "alice").await;
+    let (mut sender, ended) = h2_connection(gate.addr).await;
+    // Requests every 400 ms for 2.4 s: never idle for 1 s, so never closed.
+    for i in 0..6 {
+        assert_eq!(
+            h2_get(&mut sender, &format!("/public/{i}"), None).await,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(!ended.is_finished(), "closed while requests kept coming");
+    // A response that takes 2.5 s, longer than the idle timeout, still arrives whole.
+    assert_eq!(h2_get(&mut sender, "/sleep/2500", Some(&token)).await, 200);
+    tokio::time::timeout(Duration::from_secs(8), ended)
+        .await
+        .expect("closed in the end")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http1_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let backend = Backend::start().await;
+    let config = config_with("server", "idle_timeout_seconds = 1");
+    let gate = Gate::start_config(&backend, &config).await;
+    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/a HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Well before the 10 s header deadline.
+    let closed = wait_for_close(&mut stream, Duration::from_secs(6), false).await;
+    assert!(
+        closed.is_some(),
+        "an idle keep-alive connection was open after 6 s"
+    );
+}
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
