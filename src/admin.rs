@@ -190,7 +190,7 @@ async fn add_token(app: &App, request: Request<Incoming>) -> ApiResult {
     } else {
         text.to_string()
     };
-    let token = match app.config.verifier.verify(&raw) {
+    let token = match app.verifier.verify(&raw) {
         Ok(t) => t,
         Err(e) => {
             return Ok(error(

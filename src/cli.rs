@@ -15,7 +15,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::app::App;
-use crate::config::{Config, KeyLoading};
+use crate::app::KeyLoading;
+use crate::config::Config;
 use crate::revocations::RevokeError;
 use crate::store::Actor;
 use crate::strategy::{SessionMeta, Target};
@@ -219,15 +220,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::CheckConfig => {
-            let config = load(&path, KeyLoading::Load)?;
-            println!("{}: OK\n{}", path.display(), config.summary());
+            let config = load(&path)?;
+            // The keys are read too: a start would fail on them.
+            let verifier = crate::app::verifier(&config, KeyLoading::Load)
+                .map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+            println!(
+                "{}: OK\n{}",
+                path.display(),
+                config.summary(&verifier.key_description())
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(load(&path, KeyLoading::Load)?)
-            .await
-            .map(|_| ExitCode::SUCCESS),
+        Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
         Command::Prune => {
-            let app = open(load(&path, KeyLoading::Skip)?).await?;
+            let app = open(load(&path)?, KeyLoading::Skip).await?;
             let report = app.revocations.prune().await?;
             tracing::info!(
                 valid_token = report.valid_token,
@@ -253,19 +259,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TokensCommand::Add { .. } => KeyLoading::Load,
                 TokensCommand::List { .. } | TokensCommand::Revoke(_) => KeyLoading::Skip,
             };
-            tokens(open(load(&path, keys)?).await?, cmd).await
+            tokens(open(load(&path)?, keys).await?, cmd).await
         }
     }
 }
 
-fn load(path: &std::path::Path, keys: KeyLoading) -> anyhow::Result<Config> {
-    Ok(Config::load_with(path, keys)?)
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
 }
 
-async fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
-    App::open(config)
-        .await
-        .map_err(|e| anyhow::anyhow!("store error: {e}"))
+async fn open(config: Config, keys: KeyLoading) -> anyhow::Result<std::sync::Arc<App>> {
+    Ok(App::open_with(config, keys).await?)
 }
 
 /// `serve`: bind both listeners (so a port in use fails before anything else), then run
@@ -273,7 +277,7 @@ async fn open(config: Config) -> anyhow::Result<std::sync::Arc<App>> {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let public = crate::server::bind("server.listen", config.server.listen).await?;
     let admin = crate::server::bind("server.admin_listen", config.server.admin_listen).await?;
-    let app = open(config).await?;
+    let app = open(config, KeyLoading::Load).await?;
     tracing::info!(
         listen = %public.local_addr()?,
         admin = %admin.local_addr()?,
@@ -314,7 +318,6 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
                 token
             };
             let verified = app
-                .config
                 .verifier
                 .verify(token.trim())
                 .context("the token was refused")?;

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
 use ipnet::IpNet;
-use jsonwebtoken::Algorithm;
 
 use crate::capture::CaptureSource;
 use crate::extract::TokenSource;
-use crate::jwt::{KeySet, Verifier, VerifierSettings};
+use crate::jwt::keys::{io_reason, trim_trailing_newline, KeySource, MIN_HMAC_SECRET_BYTES};
+use crate::jwt::VerifierSettings;
 use crate::strategy::StrategyKind;
 
 /// Default public listener.
@@ -77,8 +77,6 @@ pub const DEFAULT_SESSIONS: &str = "/sessions";
 pub const DEFAULT_USER_HEADER: &str = "X-User-Id";
 /// Default environment variable holding the admin token.
 pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "TOKENGATE_ADMIN_TOKEN";
-/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size of HS256).
-pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// A configuration problem: the dotted key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,8 +357,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[upstream]`
     pub upstream: UpstreamConfig,
-    /// `[jwt]`, with its keys loaded.
-    pub verifier: Verifier,
+    /// `[jwt]`: the rules and where the keys come from (read by [`crate::jwt::keys`]).
+    pub jwt: JwtConfig,
     /// `[token]`: where a request's token is read from, in order.
     pub token_sources: Vec<TokenSource>,
     /// `[[capture]]`
@@ -375,6 +373,15 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[cache]`
     pub cache: CacheConfig,
+}
+
+/// `[jwt]`, parsed.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// What a token must satisfy.
+    pub settings: VerifierSettings,
+    /// Where the keys come from.
+    pub source: KeySource,
 }
 
 /// `[cache]`, parsed (SPEC §9).
@@ -523,25 +530,10 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// Whether loading a config reads the verification keys (`jwt.secret_env`, key files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyLoading {
-    /// Read and check them: for everything that verifies tokens.
-    Load,
-    /// Check that one key source of the right family is named, but read nothing: for the
-    /// subcommands that only touch the store (`tokens list`, `tokens revoke`, `prune`).
-    /// The verifier then refuses every token.
-    Skip,
-}
-
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file (key files are named, not read: see
+    /// [`crate::jwt::keys`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with(path, KeyLoading::Load)
-    }
-
-    /// [`Config::load`], reading the verification keys or not.
-    pub fn load_with(path: &Path, keys: KeyLoading) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
                 "",
@@ -549,7 +541,7 @@ impl Config {
             )
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Config::from_raw_with(parse_raw(&text)?, base, keys)
+        Config::from_raw(parse_raw(&text)?, base)
     }
 
     /// Parses and validates config text; relative file paths are taken from `base`.
@@ -559,15 +551,6 @@ impl Config {
 
     /// Validates the raw file, keys loaded.
     pub fn from_raw(raw: raw::RawConfig, base: &Path) -> Result<Config, ConfigError> {
-        Config::from_raw_with(raw, base, KeyLoading::Load)
-    }
-
-    /// Validates the raw file; the one place where config problems are found.
-    pub fn from_raw_with(
-        raw: raw::RawConfig,
-        base: &Path,
-        keys: KeyLoading,
-    ) -> Result<Config, ConfigError> {
         let server = ServerConfig {
             listen: parse_addr("server.listen", &raw.server.listen)?,
             admin_listen: parse_addr("server.admin_listen", &raw.server.admin_listen)?,
@@ -610,7 +593,7 @@ impl Config {
             },
         };
         let upstream = upstream(&raw.upstream)?;
-        let verifier = verifier(&raw.jwt, base, keys)?;
+        let jwt = jwt(&raw.jwt, base)?;
         let token_sources = token_sources(&raw.token.sources)?;
         let capture = raw
             .capture
@@ -641,7 +624,7 @@ impl Config {
         Ok(Config {
             server,
             upstream,
-            verifier,
+            jwt,
             token_sources,
             capture,
             store,
@@ -652,8 +635,9 @@ impl Config {
         })
     }
 
-    /// A short human summary, printed by `check-config`.
-    pub fn summary(&self) -> String {
+    /// A short human summary, printed by `check-config`; `keys` says what the loaded
+    /// keys are.
+    pub fn summary(&self, keys: &str) -> String {
         let store = self.store.backend.to_string();
         let captures: Vec<String> = self
             .capture
@@ -672,8 +656,14 @@ impl Config {
             self.server.listen,
             self.server.admin_listen,
             self.upstream.url,
-            self.verifier.algorithm_names().join(", "),
-            self.verifier.key_description(),
+            self.jwt
+                .settings
+                .algorithms
+                .iter()
+                .map(|a| crate::jwt::algorithm_name(*a))
+                .collect::<Vec<_>>()
+                .join(", "),
+            keys,
             store,
             self.store.strategy,
             if self.cache.enabled {
@@ -732,14 +722,6 @@ fn toml_message(text: &str, e: &toml::de::Error) -> String {
             format!("{msg} (line {line})")
         }
         None => msg,
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
     }
 }
 
@@ -810,7 +792,7 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
     })
 }
 
-fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, ConfigError> {
+fn jwt(raw: &raw::Jwt, base: &Path) -> Result<JwtConfig, ConfigError> {
     if raw.algorithms.is_empty() {
         return Err(ConfigError::new(
             "jwt.algorithms",
@@ -864,70 +846,34 @@ fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, C
         ));
     }
     let first = algorithms[0];
-    let named = if hmac > 0 {
-        n_secret == 1
-    } else {
-        n_public == 1 && raw.jwks_url.is_none()
-    };
-    let keys = if load == KeyLoading::Skip && named {
-        KeySet::unloaded()
-    } else if hmac > 0 {
-        let secret = if let Some(s) = &raw.secret {
-            ("jwt.secret", s.as_bytes().to_vec())
+    // Named here, read by jwt::keys (at start, check-config and reload), so that the
+    // commands that only touch the store need no key material.
+    let source = if hmac > 0 {
+        if let Some(s) = &raw.secret {
+            if s.len() < MIN_HMAC_SECRET_BYTES {
+                return Err(ConfigError::new(
+                    "jwt.secret",
+                    format!(
+                        "the HMAC secret is {} bytes; at least {MIN_HMAC_SECRET_BYTES} are required (RFC 7518 §3.2)",
+                        s.len()
+                    ),
+                ));
+            }
+            KeySource::Secret(s.as_bytes().to_vec())
         } else if let Some(p) = &raw.secret_file {
-            let path = base.join(p);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                ConfigError::new(
-                    "jwt.secret_file",
-                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                )
-            })?;
-            ("jwt.secret_file", trim_trailing_newline(bytes))
+            KeySource::SecretFile(base.join(p))
         } else if let Some(var) = &raw.secret_env {
-            let value = std::env::var(var).map_err(|_| {
-                ConfigError::new(
-                    "jwt.secret_env",
-                    format!("environment variable {var} is not set"),
-                )
-            })?;
-            ("jwt.secret_env", value.into_bytes())
+            KeySource::SecretEnv(var.clone())
         } else {
             return Err(ConfigError::new(
                 "jwt.algorithms",
                 format!("{first:?} needs jwt.secret, jwt.secret_file or jwt.secret_env"),
             ));
-        };
-        if secret.1.len() < MIN_HMAC_SECRET_BYTES {
-            return Err(ConfigError::new(
-                secret.0,
-                format!(
-                    "the HMAC secret is {} bytes; at least {MIN_HMAC_SECRET_BYTES} are required (RFC 7518 §3.2)",
-                    secret.1.len()
-                ),
-            ));
         }
-        KeySet::from_secret(&secret.1, &algorithms).map_err(|e| ConfigError::new(secret.0, e))?
     } else if let Some(p) = &raw.public_key_file {
-        let path = base.join(p);
-        let pem = std::fs::read(&path).map_err(|e| {
-            ConfigError::new(
-                "jwt.public_key_file",
-                format!("cannot read {}: {}", path.display(), io_reason(&e)),
-            )
-        })?;
-        KeySet::from_pem(&pem, &algorithms).map_err(|e| {
-            ConfigError::new("jwt.public_key_file", format!("{}: {e}", path.display()))
-        })?
+        KeySource::PublicKeyFile(base.join(p))
     } else if let Some(p) = &raw.jwks_file {
-        let path = base.join(p);
-        let json = std::fs::read(&path).map_err(|e| {
-            ConfigError::new(
-                "jwt.jwks_file",
-                format!("cannot read {}: {}", path.display(), io_reason(&e)),
-            )
-        })?;
-        KeySet::from_jwks(&json, &algorithms)
-            .map_err(|e| ConfigError::new("jwt.jwks_file", format!("{}: {e}", path.display())))?
+        KeySource::JwksFile(base.join(p))
     } else if raw.jwks_url.is_some() {
         return Err(ConfigError::new(
             "jwt.jwks_url",
@@ -984,9 +930,9 @@ fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, C
         }
         other => other.map(str::to_owned),
     };
-    Ok(Verifier::new(
-        keys,
-        VerifierSettings {
+    Ok(JwtConfig {
+        source,
+        settings: VerifierSettings {
             algorithms,
             issuer: raw.issuer.clone(),
             audience: raw.audience.clone(),
@@ -999,15 +945,7 @@ fn verifier(raw: &raw::Jwt, base: &Path, load: KeyLoading) -> Result<Verifier, C
                 .collect(),
             required_typ,
         },
-    ))
-}
-
-fn trim_trailing_newline(mut bytes: Vec<u8>) -> Vec<u8> {
-    // Files written by editors and `echo` end in a newline that is not part of the secret.
-    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-        bytes.pop();
-    }
-    bytes
+    })
 }
 
 fn token_sources(raw: &[String]) -> Result<Vec<TokenSource>, ConfigError> {
@@ -1369,25 +1307,6 @@ impl fmt::Debug for StoreBackend {
     }
 }
 
-/// Algorithms are named as in JOSE (RFC 7518 §3.1).
-pub fn algorithm_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::EdDSA => "EdDSA",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1553,8 +1472,11 @@ mod tests {
 
     #[test]
     fn missing_key_file_is_one_clear_line() {
+        // The file is named by the config and read with the keys.
         let text = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"/nonexistent/pub.pem\"";
-        let e = load(text).unwrap_err().to_string();
+        let config = load(text).unwrap();
+        let e = crate::app::verifier(&config, crate::app::KeyLoading::Load).unwrap_err();
+        let e = crate::app::OpenError::from(e).to_string();
         assert_eq!(
             e,
             "config error: jwt.public_key_file: cannot read /nonexistent/pub.pem: no such file"

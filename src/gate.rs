@@ -484,7 +484,7 @@ pub async fn authenticate<B>(
 
 /// A raw token, verified and live in the store right now.
 async fn verify_live(app: &App, raw: &str) -> Result<(VerifiedToken, Option<Session>), Refusal> {
-    let token = app.config.verifier.verify(raw)?;
+    let token = app.verifier.verify(raw)?;
     let session = check_live(app, &token).await?;
     Ok((token, session))
 }
@@ -735,7 +735,7 @@ async fn presented_refresh(
             return Err(Refusal::NoToken);
         }
     };
-    let token = app.config.verifier.verify(&raw)?;
+    let token = app.verifier.verify(&raw)?;
     match app.strategy.check_as(&token, TokenKind::Refresh).await? {
         Liveness::Live(session) => Ok((
             request,
@@ -779,7 +779,7 @@ async fn admit_captured(
             return None;
         }
     };
-    let token = match app.config.verifier.verify(&raw) {
+    let token = match app.verifier.verify(&raw) {
         Ok(token) => token,
         Err(e) => {
             app.metrics.capture(label("invalid", "refresh_invalid"));

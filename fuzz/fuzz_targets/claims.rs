@@ -11,15 +11,18 @@ use base64::Engine;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use libfuzzer_sys::fuzz_target;
+use tokengate::app::KeyLoading;
 use tokengate::config::Config;
+use tokengate::jwt::Verifier;
 
 const SECRET: &[u8] = b"fuzz-secret-0123456789abcdef0123456789";
 
-fn config() -> &'static Config {
-    static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| {
+fn verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(|| {
         let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[jwt]\nalgorithms = [\"HS256\"]\nsecret = \"fuzz-secret-0123456789abcdef0123456789\"\nissuer = \"https://idp\"\naudience = [\"api\"]";
-        Config::from_toml(text, std::path::Path::new(".")).expect("fuzz config")
+        let config = Config::from_toml(text, std::path::Path::new(".")).expect("fuzz config");
+        tokengate::app::verifier(&config, KeyLoading::Load).expect("fuzz keys")
     })
 }
 
@@ -30,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(key) = EncodingKey::from_secret(SECRET) else { return };
     let Ok(signature) = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256) else { return };
     let token = format!("{input}.{signature}");
-    if let Ok(verified) = config().verifier.verify(&token) {
+    if let Ok(verified) = verifier().verify(&token) {
         let claims: serde_json::Value = serde_json::from_slice(payload).expect("verified claims are JSON");
         assert!(HeaderValue::from_str(&verified.user).is_ok());
         assert_eq!(claims["iss"], "https://idp");

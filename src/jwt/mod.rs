@@ -11,28 +11,30 @@
 //! 3. the header is parsed strictly: an object without duplicate keys, `alg` among the
 //!    configured algorithms (never `none`), no header-borne keys (`jwk`, `jku`, `x5u`,
 //!    `x5c`), no `crit`/`b64` extensions, no nested (`cty: JWT`) or encrypted tokens;
-//! 4. the key is chosen by `kid` from keys loaded at start, and only keys of the
+//! 4. the key is chosen by `kid` from the current [`keys::KeySet`], and only keys of the
 //!    algorithm's family are ever tried (no HMAC-keyed-with-a-public-key confusion);
 //! 5. signature and the registered claims are checked by jsonwebtoken with a
 //!    deliberately configured [`Validation`], then our own rules on top: `iat` not in the
 //!    future, `iss` a single string, a usable user claim, sane numeric dates.
 
-use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::algorithm_name;
 use crate::store::TokenHash;
+
+pub mod keys;
+
+pub use keys::{KeyError, KeySet, KeySource, Keys};
 
 /// Tokens longer than this are refused before any parsing (SPEC §5).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -55,6 +57,25 @@ pub fn check_crypto_provider() -> Result<(), String> {
 /// Parses a JOSE algorithm name (RFC 7518 §3.1), case-sensitively.
 pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
     name.parse().ok()
+}
+
+/// Algorithms are named as in JOSE (RFC 7518 §3.1).
+pub fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unknown",
+    }
 }
 
 /// Whether the algorithm is keyed with a shared secret.
@@ -160,242 +181,52 @@ pub struct VerifierSettings {
     pub required_typ: Option<String>,
 }
 
-/// One verification key with the validation rules that go with it.
-#[derive(Clone)]
-struct KeyEntry {
-    kid: Option<String>,
-    key: DecodingKey,
-    /// The configured algorithms this key may verify (all of its family).
-    validation: Validation,
-}
-
-/// The keys loaded at start, ready to verify.
-#[derive(Clone)]
-pub struct KeySet {
-    entries: Vec<KeyEntry>,
-    description: String,
-    /// Whether `kid` selects among the keys (a JWK set) or is ignored (a single key).
-    by_kid: bool,
-}
-
-impl fmt::Debug for KeySet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet")
-            .field("keys", &self.entries.len())
-            .field("description", &self.description)
-            .finish()
-    }
-}
-
-impl KeySet {
-    /// An HMAC secret for the HS* algorithms.
-    pub fn from_secret(secret: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
-        let key = DecodingKey::from_secret(secret).map_err(|e| format!("unusable secret: {e}"))?;
-        KeySet::single(key, algorithms, "an HMAC secret".into())
-    }
-
-    /// No keys, for a config loaded without them ([`crate::config::KeyLoading::Skip`]):
-    /// every token is refused as signed by an unknown key.
-    pub fn unloaded() -> KeySet {
-        KeySet {
-            entries: Vec::new(),
-            description: "no keys (not loaded by this command)".into(),
-            by_kid: false,
-        }
-    }
-
-    /// A PEM public key (RSA, EC or Ed25519).
-    pub fn from_pem(pem: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
-        let text = std::str::from_utf8(pem).map_err(|_| "is not a PEM file".to_string())?;
-        if text.contains("PRIVATE KEY") {
-            return Err("holds a private key; give tokengate the public key only".into());
-        }
-        let family = algorithms
-            .first()
-            .ok_or("no algorithms are configured")?
-            .family();
-        let key = match family {
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
-            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
-            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
-            AlgorithmFamily::Hmac => return Err("a PEM key cannot verify HMAC algorithms".into()),
-        }
-        .map_err(|e| format!("is not a usable {family:?} public key ({e})"))?;
-        KeySet::single(key, algorithms, format!("a {family:?} public key"))
-    }
-
-    fn single(
-        key: DecodingKey,
-        algorithms: &[Algorithm],
-        description: String,
-    ) -> Result<KeySet, String> {
-        let family = key.family();
-        let usable: Vec<Algorithm> = algorithms
-            .iter()
-            .copied()
-            .filter(|a| a.family() == family)
-            .collect();
-        if usable.is_empty() || usable.len() != algorithms.len() {
-            return Err(format!(
-                "a {family:?} key cannot verify {}",
-                algorithms
-                    .iter()
-                    .filter(|a| a.family() != family)
-                    .map(|a| algorithm_name(*a))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        Ok(KeySet {
-            entries: vec![KeyEntry {
-                kid: None,
-                key,
-                validation: base_validation(&usable),
-            }],
-            description,
-            by_kid: false,
-        })
-    }
-
-    /// A JWK set (RFC 7517): tokens pick a key by `kid`.
-    pub fn from_jwks(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
-        let set: JwkSet =
-            serde_json::from_slice(json).map_err(|e| format!("is not a JWK set ({e})"))?;
-        let mut entries = Vec::new();
-        let mut kids = HashSet::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                continue; // an encryption key never verifies a signature
-            }
-            let key =
-                DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i} is not usable ({e})"))?;
-            if key.family() == AlgorithmFamily::Hmac {
-                return Err(format!(
-                    "key {i} is a symmetric key; a JWK set holds public keys only"
-                ));
-            }
-            let mut usable: Vec<Algorithm> = algorithms
-                .iter()
-                .copied()
-                .filter(|a| a.family() == key.family())
-                .collect();
-            if let Some(alg) = jwk.common.key_algorithm {
-                // A key that names its algorithm verifies that algorithm only.
-                usable.retain(|a| key_algorithm_matches(alg, *a));
-            }
-            if usable.is_empty() {
-                continue; // a key for algorithms we do not accept
-            }
-            if let Some(kid) = &jwk.common.key_id {
-                if !kids.insert(kid.clone()) {
-                    return Err(format!("kid {kid:?} appears twice"));
-                }
-            }
-            entries.push(KeyEntry {
-                kid: jwk.common.key_id.clone(),
-                key,
-                validation: base_validation(&usable),
-            });
-        }
-        if entries.is_empty() {
-            return Err("holds no key for the configured algorithms".into());
-        }
-        let description = format!("a JWK set of {} key(s)", entries.len());
-        Ok(KeySet {
-            entries,
-            description,
-            by_kid: true,
-        })
-    }
-
-    /// Keys that may verify a token with this header; empty when none.
-    fn candidates<'a>(
-        &'a self,
-        alg: Algorithm,
-        kid: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a KeyEntry> + 'a {
-        self.entries.iter().filter(move |e| {
-            // In a JWK set a `kid` must name the key; without one, every key of the
-            // algorithm is tried (all of them are trusted). A single key ignores `kid`.
-            e.validation.algorithms.contains(&alg)
-                && (!self.by_kid || kid.is_none() || e.kid.as_deref() == kid)
-        })
-    }
-}
-
-fn key_algorithm_matches(key_alg: KeyAlgorithm, alg: Algorithm) -> bool {
-    format!("{key_alg:?}") == algorithm_name(alg)
-}
-
-/// The jsonwebtoken rules shared by every key. Time and claim rules that depend on the
-/// settings are filled in by [`Verifier::new`].
-fn base_validation(algorithms: &[Algorithm]) -> Validation {
-    let mut v = Validation::new(algorithms[0]);
-    v.algorithms = algorithms.to_vec();
-    v
-}
-
-/// Verifies tokens against the keys and rules loaded at start. Cheap to clone.
-#[derive(Clone)]
+/// Verifies tokens against the current keys and the configured rules. Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct Verifier {
-    keys: KeySet,
-    settings: VerifierSettings,
-}
-
-impl fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verifier")
-            .field("keys", &self.keys)
-            .field("settings", &self.settings)
-            .finish()
-    }
+    keys: Arc<Keys>,
 }
 
 impl Verifier {
-    /// Builds the verifier; the jsonwebtoken `Validation` of every key is configured here,
-    /// once.
-    pub fn new(mut keys: KeySet, settings: VerifierSettings) -> Verifier {
-        for entry in &mut keys.entries {
-            let v = &mut entry.validation;
-            v.leeway = settings.leeway;
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            let mut required = vec!["exp"];
-            if let Some(iss) = &settings.issuer {
-                v.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            if settings.audience.is_empty() {
-                // jsonwebtoken refuses any token carrying `aud` when none is configured;
-                // SPEC §5 checks `aud` only when configured.
-                v.validate_aud = false;
-            } else {
-                v.set_audience(&settings.audience);
-                v.validate_aud = true;
-                required.push("aud");
-            }
-            v.set_required_spec_claims(&required);
-        }
-        Verifier { keys, settings }
+    /// A verifier over `keys` and the settings they were prepared for.
+    pub fn new(keys: Arc<Keys>) -> Verifier {
+        Verifier { keys }
+    }
+
+    /// Reads a static key source (a secret or a key file) and builds the verifier.
+    pub fn load(source: &KeySource, settings: VerifierSettings) -> Result<Verifier, KeyError> {
+        Ok(Verifier::new(Arc::new(Keys::load(
+            source,
+            Arc::new(settings),
+        )?)))
+    }
+
+    /// The keys, for refreshes and summaries.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
     }
 
     /// The accepted algorithm names, for summaries.
     pub fn algorithm_names(&self) -> Vec<&'static str> {
-        self.settings
+        self.settings()
             .algorithms
             .iter()
             .map(|a| algorithm_name(*a))
             .collect()
     }
 
-    /// What the keys are, for summaries (never the key material).
-    pub fn key_description(&self) -> &str {
-        &self.keys.description
+    /// What the current keys are, for summaries (never the key material).
+    pub fn key_description(&self) -> String {
+        self.keys.current().description().to_string()
     }
 
     /// The clock skew allowed for `exp`, `nbf`, `iat`, in seconds.
     pub fn leeway(&self) -> i64 {
-        i64::try_from(self.settings.leeway).unwrap_or(i64::MAX)
+        i64::try_from(self.settings().leeway).unwrap_or(i64::MAX)
+    }
+
+    fn settings(&self) -> &VerifierSettings {
+        self.keys.settings()
     }
 
     /// Verifies a compact JWS as of now.
@@ -411,10 +242,10 @@ impl Verifier {
         let (signing_input, header_b64) = split_compact(token)?;
         let header = parse_header(header_b64)?;
         let alg = header.alg;
-        if !self.settings.algorithms.contains(&alg) {
+        if !self.settings().algorithms.contains(&alg) {
             return Err(VerifyError::Algorithm);
         }
-        if let Some(required) = &self.settings.required_typ {
+        if let Some(required) = &self.settings().required_typ {
             if !header
                 .typ
                 .as_deref()
@@ -424,7 +255,8 @@ impl Verifier {
             }
         }
         let mut result = Err(VerifyError::UnknownKey);
-        for entry in self.keys.candidates(alg, header.kid.as_deref()) {
+        let keys = self.keys.current();
+        for entry in keys.candidates(alg, header.kid.as_deref()) {
             result = jsonwebtoken::decode::<StrictObject>(token, &entry.key, &entry.validation)
                 .map(|data| data.claims.0)
                 .map_err(map_jwt_error);
@@ -432,6 +264,7 @@ impl Verifier {
                 break;
             }
         }
+        drop(keys);
         let claims = result?;
         self.check_claims(claims, signing_input, now)
     }
@@ -443,7 +276,7 @@ impl Verifier {
         signing_input: &str,
         now: i64,
     ) -> Result<VerifiedToken, VerifyError> {
-        let leeway = self.settings.leeway as i64;
+        let leeway = self.settings().leeway as i64;
         let expires_at = numeric_date(claims.get("exp"))?.ok_or(VerifyError::MissingExp)?;
         if expires_at + leeway < now {
             return Err(VerifyError::Expired);
@@ -456,7 +289,7 @@ impl Verifier {
         if issued_at.is_some_and(|iat| iat > now + leeway) {
             return Err(VerifyError::IssuedInFuture);
         }
-        if let Some(iss) = &self.settings.issuer {
+        if let Some(iss) = &self.settings().issuer {
             // jsonwebtoken accepts an array with one matching element; RFC 7519 §4.1.1
             // makes `iss` a single StringOrURI.
             match claims.get("iss") {
@@ -464,14 +297,14 @@ impl Verifier {
                 _ => return Err(VerifyError::Issuer),
             }
         }
-        if !self.settings.audience.is_empty() {
+        if !self.settings().audience.is_empty() {
             let ok = match claims.get("aud") {
-                Some(Value::String(a)) => self.settings.audience.contains(a),
+                Some(Value::String(a)) => self.settings().audience.contains(a),
                 Some(Value::Array(items)) => {
                     items.iter().all(Value::is_string)
                         && items.iter().any(|i| {
                             i.as_str()
-                                .is_some_and(|a| self.settings.audience.iter().any(|c| c == a))
+                                .is_some_and(|a| self.settings().audience.iter().any(|c| c == a))
                         })
                 }
                 _ => false,
@@ -480,7 +313,7 @@ impl Verifier {
                 return Err(VerifyError::Audience);
             }
         }
-        let user = match claims.get(&self.settings.user_claim) {
+        let user = match claims.get(&self.settings().user_claim) {
             Some(Value::String(u)) if valid_user(u) => u.clone(),
             Some(Value::String(_)) => return Err(VerifyError::User),
             // Numeric ids (Django's primary keys, GitHub's): a non-negative integer,
@@ -489,9 +322,9 @@ impl Verifier {
             Some(Value::Number(n)) if n.as_u64().is_some() => {
                 n.as_u64().map(|id| id.to_string()).unwrap_or_default()
             }
-            _ => return Err(VerifyError::NoUserClaim(self.settings.user_claim.clone())),
+            _ => return Err(VerifyError::NoUserClaim(self.settings().user_claim.clone())),
         };
-        for (claim, value) in &self.settings.required_claims {
+        for (claim, value) in &self.settings().required_claims {
             let present = match claims.get(claim) {
                 Some(Value::String(s)) => s == value,
                 Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
@@ -706,8 +539,8 @@ mod tests {
 
     fn verifier(issuer: Option<&str>, audience: &[&str]) -> Verifier {
         let algs = vec![Algorithm::HS256];
-        Verifier::new(
-            KeySet::from_secret(SECRET, &algs).unwrap(),
+        Verifier::load(
+            &KeySource::Secret(SECRET.to_vec()),
             VerifierSettings {
                 algorithms: algs,
                 issuer: issuer.map(String::from),
@@ -718,6 +551,7 @@ mod tests {
                 required_typ: None,
             },
         )
+        .unwrap()
     }
 
     #[test]
