@@ -25,9 +25,8 @@ use common::*;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,172 +37,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+use serde_json::json;
 
 /// The uid (and gid) the unreadable-file case runs the binary as.
 const NOBODY: u32 = 65534;
 
-/// Longest a child process may take before the test gives up on it.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
-
 // ---------------------------------------------------------------------------------------
-// Processes
+// Metrics
 // ---------------------------------------------------------------------------------------
-
-/// Writes a config for `backend` with its database at `db`; returns the config's path.
-fn write_config(dir: &Path, backend: SocketAddr, db: &Path) -> PathBuf {
-    let text = DEFAULT_CONFIG
-        .replace("{strategy}", "allowlist")
-        .replace("{backend}", &backend.to_string())
-        .replace("{db}", &db.display().to_string());
-    let path = dir.join("tokengate.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Runs a subcommand to completion (killed after [`CHILD_TIMEOUT`]), optionally as
-/// another uid.
-fn run_cli(args: &[&str], config: &Path, uid: Option<u32>) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid);
-    }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(CHILD_TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // Our own child, by its id.
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("tokengate {args:?} did not finish within {CHILD_TIMEOUT:?}");
-        }
-    }
-}
-
-fn stderr_lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(String::from)
-        .filter(|l| !l.trim().is_empty())
-        .collect()
-}
-
-/// Asserts a failed start: non-zero exit, exactly one line on stderr that contains one of
-/// `needles`, no panic.
-fn assert_one_line_error(what: &str, out: &Output, needles: &[&str]) {
-    let lines = stderr_lines(out);
-    assert!(
-        !out.status.success(),
-        "{what}: expected a failure, got {:?}; stderr {lines:#?}",
-        out.status
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "{what}: exit code 101 is a panic: {lines:#?}"
-    );
-    assert_eq!(lines.len(), 1, "{what}: expected one line, got {lines:#?}");
-    assert!(!lines[0].contains("panicked"), "{what}: {}", lines[0]);
-    assert!(
-        needles.iter().any(|n| lines[0].contains(n)),
-        "{what}: {:?} names none of {needles:?}",
-        lines[0]
-    );
-    eprintln!("{what}: exit {:?}, stderr: {}", out.status.code(), lines[0]);
-}
-
-/// A `tokengate serve` child process with its public and admin addresses.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Served {
-    /// Starts `serve` and waits for its "tokengate serving" line.
-    fn start(config: &Path, uid: Option<u32>) -> Served {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(uid) = uid {
-            cmd.uid(uid).gid(uid);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let lines = ChildLines::of(&mut child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (addr, admin) = loop {
-            let Some(line) = lines.next_by(deadline, "\"tokengate serving\"") else {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!(
-                    "tokengate exited before serving ({status:?}): {:#?}",
-                    log.lock().unwrap()
-                );
-            };
-            log.lock().unwrap().push(line.clone());
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["message"] == "tokengate serving" {
-                break (
-                    v["listen"].as_str().unwrap().parse().unwrap(),
-                    v["admin"].as_str().unwrap().parse().unwrap(),
-                );
-            }
-        };
-        // Keep draining stderr (so the child never blocks on a full pipe), keeping it for
-        // diagnostics.
-        lines.drain_into(log.clone());
-        Served {
-            child,
-            addr,
-            admin,
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// SIGKILL: no drain, no final checkpoint, nothing.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The log lines that mention `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-}
 
 /// A counter from the `/metrics` of the admin listener at `admin` (0 when the series
 /// does not exist yet).
@@ -215,12 +56,6 @@ async fn metric(client: &HttpClient, admin: SocketAddr, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -633,8 +468,8 @@ struct Acked {
 async fn kill_9_loses_no_acknowledged_login_or_logout() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), backend.addr, &dir.path().join("tokengate.db"));
-    let mut served = Served::start(&config, None);
+    let config = write_config(dir.path(), backend.addr);
+    let mut served = Served::start(&config);
     let url = served.url("");
 
     let acked: Arc<Mutex<Acked>> = Arc::default();
@@ -715,7 +550,7 @@ async fn kill_9_loses_no_acknowledged_login_or_logout() {
     );
 
     // Restart on the same database: the crash left a WAL that must be recovered.
-    let served = Served::start(&config, None);
+    let served = Served::start(&config);
     let url = served.url("/api");
     let check = |tokens: Vec<String>, expected: u16| {
         let url = url.clone();
@@ -767,7 +602,7 @@ async fn an_unreadable_database_file() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokengate.db");
-    let config = write_config(dir.path(), backend.addr, &db);
+    let config = write_config_at(dir.path(), backend.addr, &db);
     create_db(&config, None);
 
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
@@ -802,7 +637,7 @@ async fn an_unreadable_database_file() {
     // SQLite opens the WAL of each connection on its first read, so a reader that had
     // not read yet now fails: each answer is either right or a 503, never a guess.
     std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let mut served = Served::start(&config, uid);
+    let mut served = Served::start_as(&config, uid);
     let client = client();
     let tokens = [
         try_login(&client, &served, "alice").await.unwrap(),
@@ -827,7 +662,7 @@ async fn an_unreadable_database_file() {
     for f in db_files(&db) {
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     }
-    let served2 = Served::start(&config, uid);
+    let served2 = Served::start_as(&config, uid);
     probe.verify(&served2).await;
 }
 
@@ -840,7 +675,7 @@ async fn a_read_only_directory() {
     std::fs::create_dir(&data).unwrap();
     let data_arg = data.to_str().unwrap();
     let db = data.join("tokengate.db");
-    let config = write_config(dir.path(), backend.addr, &db);
+    let config = write_config_at(dir.path(), backend.addr, &db);
 
     // At start: (a) no database yet, (b) an existing database, in a read-only directory.
     let start_failure = |what: &str| {
@@ -888,7 +723,7 @@ async fn a_read_only_directory() {
     // instead: every write fails, reads still work. The `-shm` file is left alone: it is
     // SQLite's shared memory, mapped into the process, and an immutable mapping faults
     // (SIGBUS) on its first write, which no real read-only directory does.
-    let mut served = Served::start(&config, None);
+    let mut served = Served::start(&config);
     let client = client();
     let tokens = [
         try_login(&client, &served, "alice").await.unwrap(),
@@ -938,7 +773,7 @@ async fn a_read_only_directory() {
 
     served.kill9();
     frozen.release();
-    let served2 = Served::start(&config, None);
+    let served2 = Served::start(&config);
     probe.verify(&served2).await;
     // The refused logout did not happen: its token still passes.
     assert_eq!(status_of(&client, &served2, &tokens[2]).await, 200);
@@ -958,7 +793,7 @@ async fn a_corrupt_database_file() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tokengate.db");
-    let config = write_config(dir.path(), backend.addr, &db);
+    let config = write_config_at(dir.path(), backend.addr, &db);
 
     // At start: garbage where the database should be.
     std::fs::write(&db, "this is not a database\n".repeat(200)).unwrap();
@@ -967,7 +802,7 @@ async fn a_corrupt_database_file() {
     std::fs::remove_file(&db).unwrap();
 
     // While running.
-    let served = Served::start(&config, None);
+    let served = Served::start(&config);
     let client = client();
     let mut tokens = Vec::new();
     for _ in 0..4 {
@@ -1056,7 +891,7 @@ async fn a_full_disk() {
         }
     };
     let db = data.join("tokengate.db");
-    let config = write_config(dir.path(), backend.addr, &db);
+    let config = write_config_at(dir.path(), backend.addr, &db);
     let filler = data.join("filler");
 
     // At start: no room for the database.
@@ -1069,7 +904,7 @@ async fn a_full_disk() {
     }
 
     // While running.
-    let mut served = Served::start(&config, None);
+    let mut served = Served::start(&config);
     let client = client();
     let mut tokens = Vec::new();
     for _ in 0..4 {
@@ -1099,7 +934,7 @@ async fn a_full_disk() {
     // Crash, free the space, restart: the answers given while full must hold.
     served.kill9();
     std::fs::remove_file(&filler).unwrap();
-    let served2 = Served::start(&config, None);
+    let served2 = Served::start(&config);
     probe.verify(&served2).await;
     drop(served2);
     drop(mount);
@@ -1129,10 +964,10 @@ async fn revoke_racing_requests(cache: &str, bound: Duration) {
     const BEFORE: usize = 140;
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), backend.addr, &dir.path().join("tokengate.db"));
+    let config = write_config(dir.path(), backend.addr);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}\n{cache}")).unwrap();
-    let served = Served::start(&config, None);
+    let served = Served::start(&config);
     let client = client();
     let mut alice = Vec::new();
     for _ in 0..4 {

@@ -11,7 +11,6 @@
 mod common;
 use common::*;
 
-use std::process::Command;
 use tokio::net::TcpListener;
 
 const STRATEGIES: [&str; 3] = ["allowlist", "denylist", "user-status"];
@@ -126,16 +125,6 @@ fn cli_config(
     path
 }
 
-fn tokengate(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_acts_on_every_replica() {
     let r = Replicas::start("allowlist").await;
@@ -144,17 +133,17 @@ async fn the_cli_acts_on_every_replica() {
     let alice = login(&r.a, "alice").await;
     let bob = login(&r.b, "bob").await;
 
-    let listed = tokengate(&["tokens", "list", "--user", "alice"], &config);
+    let listed = run(&["tokens", "list", "--user", "alice"], &config);
     assert!(listed.status.success(), "{listed:?}");
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 2);
 
-    let revoked = tokengate(&["tokens", "revoke", "--user", "alice"], &config);
+    let revoked = run(&["tokens", "revoke", "--user", "alice"], &config);
     assert!(revoked.status.success(), "{revoked:?}");
     assert_eq!(call(&r.a, &alice).await, 401);
     assert_eq!(call(&r.b, &alice).await, 401);
     assert_eq!(call(&r.b, &bob).await, 200);
 
-    let pruned = tokengate(&["prune"], &config);
+    let pruned = run(&["prune"], &config);
     assert!(pruned.status.success(), "{pruned:?}");
     assert!(String::from_utf8_lossy(&pruned.stdout).starts_with("pruned 0 rows"));
     assert_eq!(r.schema.rows("valid_token").await, 1);
@@ -168,7 +157,7 @@ async fn the_cli_acts_on_every_replica() {
         .port();
     let down = format!("postgres://tg:hunter2@127.0.0.1:{port}/test");
     let config = cli_config(&r, dir.path(), "allowlist", &down);
-    let out = tokengate(&["tokens", "list", "--user", "alice"], &config);
+    let out = run(&["tokens", "list", "--user", "alice"], &config);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
