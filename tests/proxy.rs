@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -62,122 +62,6 @@ fn assert_no_token(reply: &Reply) {
     let all: Vec<_> = reply.headers.get_all(WWW_AUTHENTICATE).iter().collect();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0], REALM);
-}
-
-/// A response read off a raw socket: status, headers (lower-cased names) and body.
-#[derive(Debug)]
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl RawReply {
-    fn parse(text: &str) -> RawReply {
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        RawReply {
-            status,
-            headers,
-            body: body.to_string(),
-        }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON, de-chunked if needed.
-    fn json(&self) -> Value {
-        let body = if self
-            .header("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-        {
-            dechunk(&self.body)
-        } else {
-            self.body.clone()
-        };
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"))
-    }
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = &tail[n + 2..];
-    }
-    out
-}
-
-/// Asserts a refusal read off a raw socket: status and the JSON body shape.
-fn assert_raw_refusal(reply: &RawReply, status: u16) {
-    assert_eq!(reply.status, status, "{reply:?}");
-    let body = reply.json();
-    assert!(
-        body["error"].is_string() && body["error_description"].is_string(),
-        "{body}"
-    );
-}
-
-/// Sends one raw request (closing the connection after it) and parses the answer.
-async fn raw_request(gate: &Gate, request: &str) -> RawReply {
-    let text = raw(gate.addr, request.as_bytes(), Duration::from_secs(5)).await;
-    RawReply::parse(&text)
-}
-
-/// Reads exactly one HTTP/1.1 response from a kept-alive connection (a body framed by
-/// `Content-Length` or chunked).
-async fn read_one_response(stream: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let lower = head.to_ascii_lowercase();
-            let length = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse::<usize>().unwrap());
-            match length {
-                Some(n) if body.len() >= n => return text,
-                None if lower.contains("transfer-encoding: chunked")
-                    && body.ends_with("0\r\n\r\n") =>
-                {
-                    return text
-                }
-                None if !lower.contains("transfer-encoding: chunked") => return text,
-                _ => {}
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-            .await
-            .expect("the response did not arrive in time")
-            .unwrap();
-        assert!(n > 0, "the connection closed mid-response: {text:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// A token with an `email` claim, registered in the store as if captured.
@@ -584,12 +468,12 @@ async fn refusals_carry_an_x_request_id() {
     assert!(!id.is_empty());
     let r = get(&gate.url("/api/x"), &[("x-request-id", "client-id-42")]).await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("client-id-42"));
-    let r = raw_request(
+    let r = ask(
         &gate,
         "GET /a/../b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert_raw_refusal(&r, 400);
+    r.assert_refusal(400);
     assert!(r.header("x-request-id").is_some(), "{r:?}");
     assert_eq!(backend.count(), 0);
 }
@@ -856,12 +740,12 @@ async fn dot_segments_and_encoded_slashes_get_400_and_never_reach_the_backend() 
             } else {
                 String::new()
             };
-            let r = raw_request(
+            let r = ask(
                 &gate,
                 &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
             )
             .await;
-            assert_raw_refusal(&r, 400);
+            r.assert_refusal(400);
         }
     }
     backend.assert_untouched(before);
@@ -997,7 +881,7 @@ async fn a_chunked_request_body_is_reframed_and_arrives_intact() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
-    let r = raw_request(
+    let r = ask(
         &gate,
         &format!(
             "POST /api/chunked HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
@@ -1022,7 +906,7 @@ async fn an_absolute_form_request_target_cannot_redirect_the_upstream() {
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
     let before = backend.count();
-    let r = raw_request(
+    let r = ask(
         &gate,
         &format!(
             "GET http://evil.example/api/abs?q=1 HTTP/1.1\r\nHost: evil.example\r\n\
@@ -1040,12 +924,12 @@ async fn an_absolute_form_request_target_cannot_redirect_the_upstream() {
     assert_eq!(seen.uri, "/api/abs?q=1");
     assert_eq!(seen.all("x-user-id"), vec!["alice"]);
     // And its path is judged like any other.
-    let r = raw_request(
+    let r = ask(
         &gate,
         "GET http://evil.example/public/../api/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert_raw_refusal(&r, 400);
+    r.assert_refusal(400);
     assert_eq!(backend.count(), before + 1);
 }
 
@@ -1102,7 +986,7 @@ async fn an_upgrade_request_header_does_not_reach_the_backend() {
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
     let before = backend.count();
-    let r = raw_request(
+    let r = ask(
         &gate,
         &format!(
             "GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
@@ -1296,32 +1180,26 @@ async fn a_kept_alive_connection_judges_every_request_on_its_own() {
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
     let before = backend.count();
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET /api/first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let first = RawReply::parse(&read_one_response(&mut stream).await);
+    let mut conn = Conn::open(&gate).await;
+    conn.send(
+        format!("GET /api/first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let first = conn.response().await;
     assert_eq!(first.status, 200, "{first:?}");
-    stream
-        .write_all(b"GET /api/second HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let second = RawReply::parse(&read_one_response(&mut stream).await);
-    assert_raw_refusal(&second, 401);
+    conn.send(b"GET /api/second HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let second = conn.response().await;
+    second.assert_refusal(401);
     assert_eq!(second.header("www-authenticate"), Some(REALM));
     // And a third, authenticated again, on the same connection.
-    stream
-        .write_all(
-            format!("GET /api/third HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let third = RawReply::parse(&read_one_response(&mut stream).await);
+    conn.send(
+        format!("GET /api/third HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let third = conn.response().await;
     assert_eq!(third.status, 200, "{third:?}");
     let seen = backend.seen();
     let uris: Vec<_> = seen[before..].iter().map(|s| s.uri.as_str()).collect();
@@ -1371,13 +1249,13 @@ async fn a_kept_alive_client_reuses_one_backend_connection() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    let mut conn = Conn::open(&gate).await;
     let before = backend.connections();
     for i in 0..5 {
         let request =
             format!("GET /api/n{i} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let reply = RawReply::parse(&read_one_response(&mut stream).await);
+        conn.send(request.as_bytes()).await;
+        let reply = conn.response().await;
         assert_eq!(reply.status, 200, "{reply:?}");
     }
     // The login's backend connection idled when its client connection ended, and this
@@ -1440,17 +1318,15 @@ async fn a_backend_connection_the_backend_closed_is_replaced_without_a_502() {
     );
     let backend = Backend::start().await;
     let gate = Gate::start_config(&backend, &config).await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
+    let mut conn = Conn::open(&gate).await;
     for i in 0..3 {
         if i > 0 {
             // Past the backend's linger: the kept connection is closed by now.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        stream
-            .write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let reply = RawReply::parse(&read_one_response(&mut stream).await);
+        conn.send(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let reply = conn.response().await;
         assert_eq!(reply.status, 200, "request {i}: {reply:?}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -1642,7 +1518,7 @@ async fn ninety_request_headers_are_still_served() {
         request.push_str(&format!("X-Filler-{i}: v\r\n"));
     }
     request.push_str("Connection: close\r\n\r\n");
-    let r = raw_request(&gate, &request).await;
+    let r = ask(&gate, &request).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(backend.last().all("x-filler-86"), vec!["v"]);
 }
@@ -1696,20 +1572,10 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         .await
         .unwrap();
     let started = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let (received, closed) = read_until_close(&mut stream, Duration::from_secs(15)).await;
     let elapsed = started.elapsed();
     assert!(
-        closed.is_ok(),
+        closed,
         "the connection was still open after 15 s: {:?}",
         String::from_utf8_lossy(&received)
     );
@@ -1729,16 +1595,14 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
 async fn an_idle_kept_alive_connection_is_closed_by_the_header_read_timeout() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
-    let mut stream = TcpStream::connect(gate.addr).await.unwrap();
-    stream
-        .write_all(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let first = RawReply::parse(&read_one_response(&mut stream).await);
+    let mut conn = Conn::open(&gate).await;
+    conn.send(b"GET /public/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let first = conn.response().await;
     assert_eq!(first.status, 200);
     let started = Instant::now();
     let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf)).await;
+    let read = tokio::time::timeout(Duration::from_secs(15), conn.stream.read(&mut buf)).await;
     assert!(
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "an idle connection was kept open: {read:?}"
