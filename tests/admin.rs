@@ -9,10 +9,7 @@ use bytes::Bytes;
 /// The default config with the admin token read from a per-test environment variable.
 async fn gate_with_admin(backend: &Backend, var: &str, token: &str) -> Gate {
     std::env::set_var(var, token);
-    let config = format!(
-        "{}\n[admin]\ntoken_env = \"{var}\"\n",
-        DEFAULT_CONFIG.replace("{strategy}", "allowlist")
-    );
+    let config = GateConfig::default().set("admin", &format!("token_env = \"{var}\""));
     Gate::start_config(backend, &config).await
 }
 

@@ -23,22 +23,9 @@ use tokengate::jwt::VerifiedToken;
 use tokengate::store::TokenHash;
 use tokengate::strategy::SessionMeta;
 
-/// The `[jwt]` section of [`DEFAULT_CONFIG`], replaced by each test's own.
-const DEFAULT_JWT: &str = r#"[jwt]
-algorithms = ["HS256"]
-secret = "test-secret-0123456789abcdef0123456789"
-leeway_seconds = 5
-"#;
-
 /// The default config with another `[jwt]` section (allowlist strategy).
-fn config_with_jwt(jwt: &str) -> String {
-    assert!(
-        DEFAULT_CONFIG.contains(DEFAULT_JWT),
-        "the default config's [jwt] section changed"
-    );
-    DEFAULT_CONFIG
-        .replace(DEFAULT_JWT, jwt)
-        .replace("{strategy}", "allowlist")
+fn config_with_jwt(jwt: &str) -> GateConfig {
+    GateConfig::default().replace_sections(jwt)
 }
 
 /// A `[jwt]` section verifying `alg` with a public key file of `tests/keys`.

@@ -59,22 +59,11 @@ const PLAIN_CHALLENGE: &str = "Bearer realm=\"tokengate\"";
 // ---------------------------------------------------------------------------------------
 // Configs.
 
-/// The `[jwt]` section of [`DEFAULT_CONFIG`], replaced by each test's own.
-const DEFAULT_JWT: &str = r#"[jwt]
-algorithms = ["HS256"]
-secret = "test-secret-0123456789abcdef0123456789"
-leeway_seconds = 5
-"#;
-
 /// The default config with a strategy and another `[jwt]` section.
-fn config(strategy: &str, jwt: &str) -> String {
-    assert!(
-        DEFAULT_CONFIG.contains(DEFAULT_JWT),
-        "the default config's [jwt] section changed"
-    );
-    DEFAULT_CONFIG
-        .replace(DEFAULT_JWT, jwt)
-        .replace("{strategy}", strategy)
+fn config(strategy: &str, jwt: &str) -> GateConfig {
+    GateConfig::default()
+        .strategy(strategy)
+        .replace_sections(jwt)
 }
 
 /// A `[jwt]` section verifying `alg` with a public key file of `tests/keys`.
@@ -1390,11 +1379,7 @@ async fn logging_out_with_the_ecdsa_twin_revokes_the_original_under_every_strate
 /// A default-HS256 gate with extra `[jwt]` lines (allowlist).
 async fn claims_gate(extra_jwt: &str) -> (Backend, Gate) {
     let backend = Backend::start().await;
-    let gate = Gate::start_config(
-        &backend,
-        &config("allowlist", &format!("{DEFAULT_JWT}{extra_jwt}")),
-    )
-    .await;
+    let gate = Gate::start_config(&backend, &GateConfig::default().set("jwt", extra_jwt)).await;
     (backend, gate)
 }
 

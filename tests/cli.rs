@@ -26,7 +26,7 @@ fn audit_line(out: &Output) -> Value {
 #[tokio::test]
 async fn check_config_accepts_a_good_file_and_prints_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
+    let config = write_config(dir.path(), NO_BACKEND);
     let out = run(&["check-config"], &config);
     assert!(
         out.status.success(),
@@ -43,11 +43,10 @@ async fn check_config_accepts_a_good_file_and_prints_a_summary() {
 #[tokio::test]
 async fn an_unknown_key_is_one_line_naming_the_dotted_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("shutdown_grace_seconds", "shutdown_grace_second");
-    std::fs::write(&config, text).unwrap();
+    let config = GateConfig::default()
+        .remove("server", "shutdown_grace_seconds")
+        .set("server", "shutdown_grace_second = 5")
+        .write(dir.path(), NO_BACKEND);
     for command in ["check-config", "serve"] {
         assert_one_line_error(
             command,
@@ -73,15 +72,13 @@ async fn a_missing_config_file_is_one_line() {
 #[tokio::test]
 async fn a_missing_key_file_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("algorithms = [\"HS256\"]", "algorithms = [\"RS256\"]")
-        .replace(
-            "secret = \"test-secret-0123456789abcdef0123456789\"",
-            "public_key_file = \"keys/missing.pem\"",
-        );
-    std::fs::write(&config, text).unwrap();
+    let config = GateConfig::default()
+        .remove("jwt", "secret")
+        .set(
+            "jwt",
+            "algorithms = [\"RS256\"]\npublic_key_file = \"keys/missing.pem\"",
+        )
+        .write(dir.path(), NO_BACKEND);
     assert_one_line_error(
         "serve",
         &run(&["serve"], &config),
@@ -92,12 +89,11 @@ async fn a_missing_key_file_is_one_line() {
 #[tokio::test]
 async fn an_unwritable_database_path_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
-    let db = dir.path().join("tokengate.db").display().to_string();
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&db, "/nonexistent-dir/tokengate.db");
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_at(
+        dir.path(),
+        NO_BACKEND,
+        std::path::Path::new("/nonexistent-dir/tokengate.db"),
+    );
     assert_one_line_error(
         "serve",
         &run(&["serve"], &config),
@@ -110,13 +106,9 @@ async fn a_port_in_use_is_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{port}\""),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = GateConfig::default()
+        .set("server", &format!("listen = \"{port}\""))
+        .write(dir.path(), NO_BACKEND);
     assert_one_line_error(
         "serve",
         &run(&["serve"], &config),
@@ -129,11 +121,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
     // A 5 s upstream timeout, so the 3 s /slow request is in flight when SIGTERM lands.
-    let config = write_config(dir.path(), backend.addr);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("timeout_seconds = 1", "timeout_seconds = 5");
-    std::fs::write(&config, text).unwrap();
+    let config = GateConfig::default()
+        .set("upstream", "timeout_seconds = 5")
+        .write(dir.path(), backend.addr);
     let mut served = Served::start(&config);
     let token = mint(&claims("alice"));
     let out = run(&["tokens", "add", "--token", &token], &config);
@@ -257,7 +247,7 @@ async fn tokens_add_list_and_revoke_act_on_a_running_proxy() {
 #[tokio::test]
 async fn prune_deletes_expired_rows_and_says_how_many() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
+    let config = write_config(dir.path(), NO_BACKEND);
     // A token that verifies now (within leeway of 5 s is not enough to expire it later),
     // so insert expired rows directly, as an old run would have left them.
     let out = run(&["prune"], &config);
@@ -310,12 +300,9 @@ async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
         let token = mint(&issued);
         let backend = Backend::start_with(std::sync::Arc::new(move |_: &str| token.clone())).await;
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), backend.addr);
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "strategy = \"allowlist\"",
-            &format!("strategy = \"{strategy}\""),
-        );
-        std::fs::write(&config, text).unwrap();
+        let config = GateConfig::default()
+            .strategy(strategy)
+            .write(dir.path(), backend.addr);
         let served = Served::start(&config);
         let r = send("POST", &served.url("/login"), &[], "").await;
         assert_eq!(r.status, 200, "{strategy}: the login response is unchanged");
@@ -328,7 +315,6 @@ async fn a_capture_failure_log_line_says_what_the_issued_token_lacks() {
 async fn the_store_commands_need_no_key_material_and_the_others_do() {
     // A variable no test sets, and a key file that does not exist.
     const UNSET: &str = "TOKENGATE_TEST_NEVER_SET_SECRET";
-    let secret = "secret = \"test-secret-0123456789abcdef0123456789\"";
     for (source, error) in [
         (
             format!("secret_env = \"{UNSET}\""),
@@ -340,12 +326,15 @@ async fn the_store_commands_need_no_key_material_and_the_others_do() {
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(secret, &source);
-        assert!(text.contains(&source));
-        std::fs::write(&config, text).unwrap();
+        let config = GateConfig::default()
+            .remove("jwt", "secret")
+            .set("jwt", &source)
+            .write(dir.path(), NO_BACKEND);
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            text.contains(&source) && !text.contains("secret ="),
+            "{text}"
+        );
         for args in [
             &["prune"][..],
             &["tokens", "list", "--user", "alice"],
@@ -375,7 +364,7 @@ async fn the_store_commands_need_no_key_material_and_the_others_do() {
 async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
+    let config = write_config(dir.path(), NO_BACKEND);
     let add = |input: String| {
         let mut child = Command::new(BIN)
             .args(["tokens", "add", "--token", "-", "--config"])
@@ -419,7 +408,7 @@ async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
 #[tokio::test]
 async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
+    let config = write_config(dir.path(), NO_BACKEND);
     // `prune` and `tokens revoke` log an info line; stderr is a pipe here.
     for args in [&["prune"][..], &["tokens", "revoke", "--user", "alice"]] {
         let out = Command::new(BIN)
@@ -489,7 +478,7 @@ fn demo_help_shows_one_default_per_option_and_says_config_is_ignored() {
 #[test]
 fn the_audit_line_lists_no_sessions_as_an_empty_array_and_text_as_a_list() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:3000".parse().unwrap());
+    let config = write_config(dir.path(), NO_BACKEND);
     let out = run(&["tokens", "revoke", "--user", "nobody"], &config);
     assert!(out.status.success());
     let line = audit_line(&out);

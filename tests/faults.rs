@@ -946,27 +946,27 @@ async fn a_full_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_passes_after_tokens_revoke_returns_without_a_cache() {
-    revoke_racing_requests("[cache]\nenabled = false\n", Duration::ZERO).await;
+    revoke_racing_requests("enabled = false", Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_passes_past_the_bound_after_tokens_revoke_returns_with_a_warm_cache() {
-    let cache = "[cache]\nenabled = true\nmax_staleness_ms = 100\nfeed_poll_ms = 25\n";
+    let cache = "enabled = true\nmax_staleness_ms = 100\nfeed_poll_ms = 25";
     revoke_racing_requests(cache, Duration::from_millis(100)).await;
 }
 
 /// 200 requests with alice's tokens, the first ones while `tokens revoke --user alice`
 /// runs, the others after it returned; those that start `bound` or more after it
-/// returned must all be refused.
+/// returned must all be refused. `cache` is the `[cache]` section's lines.
 async fn revoke_racing_requests(cache: &str, bound: Duration) {
     const TOTAL: usize = 200;
     /// Requests allowed before the CLI has returned; the rest start after it.
     const BEFORE: usize = 140;
     let backend = Backend::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), backend.addr);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n{cache}")).unwrap();
+    let config = GateConfig::default()
+        .set("cache", cache)
+        .write(dir.path(), backend.addr);
     let served = Served::start(&config);
     let client = client();
     let mut alice = Vec::new();

@@ -25,11 +25,11 @@ const ADMIN_TOKEN: &str = "feed-test-admin-token-0123456789";
 const BOUND: Duration = Duration::from_millis(100);
 
 /// The default config with the admin API on and an explicit `[cache]`.
-fn config(strategy: &str, cache: &str) -> String {
-    format!(
-        "{}\n[admin]\ntoken_env = \"FEED_TEST_ADMIN_TOKEN\"\n\n[cache]\n{cache}\n",
-        DEFAULT_CONFIG.replace("{strategy}", strategy)
-    )
+fn config(strategy: &str, cache: &str) -> GateConfig {
+    GateConfig::default()
+        .strategy(strategy)
+        .set("admin", "token_env = \"FEED_TEST_ADMIN_TOKEN\"")
+        .set("cache", cache)
 }
 
 const CACHE_ON: &str = "enabled = true\nmax_staleness_ms = 100\nfeed_poll_ms = 25";
@@ -42,17 +42,19 @@ async fn gate(backend: &Backend, strategy: &str) -> Gate {
 /// A second gate on the first one's SQLite file: another process in all but address
 /// space (its own store connections, cache and feed reader).
 async fn second_gate(first: &Gate, backend: &Backend, strategy: &str) -> Gate {
-    let db = first.db_path().display().to_string();
-    let text = config(strategy, CACHE_ON).replace("{db}", &db);
-    Gate::start_config(backend, &text).await
+    let db = toml::Value::from(first.db_path().display().to_string());
+    let config = config(strategy, CACHE_ON).set("store", &format!("sqlite_path = {db}"));
+    Gate::start_config(backend, &config).await
 }
 
 /// The config file the CLI uses to reach `gate`'s database.
 fn cli_config(gate: &Gate, strategy: &str) -> PathBuf {
     let path = gate.dir.path().join("cli.toml");
-    let text = config(strategy, CACHE_ON)
-        .replace("{backend}", "127.0.0.1:9")
-        .replace("{db}", &gate.db_path().display().to_string());
+    let text = fill(
+        &config(strategy, CACHE_ON).to_string(),
+        NO_BACKEND,
+        &gate.db_path(),
+    );
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -375,9 +377,7 @@ async fn an_unreadable_feed_bypasses_the_cache() {
 
 async fn pg_gate(backend: &Backend, strategy: &str, url: &str) -> Gate {
     std::env::set_var("FEED_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
-    let store = format!("backend = \"postgres\"\npostgres_url = \"{url}\"");
-    let text = config(strategy, CACHE_ON).replace("sqlite_path = \"{db}\"", &store);
-    Gate::start_config(backend, &text).await
+    Gate::start_config(backend, &config(strategy, CACHE_ON).postgres(url)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

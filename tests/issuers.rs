@@ -12,10 +12,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 /// The default config with extra `[jwt]` keys.
-fn config(strategy: &str, jwt: &str) -> String {
-    DEFAULT_CONFIG
-        .replace("{strategy}", strategy)
-        .replace("leeway_seconds = 5", &format!("leeway_seconds = 5\n{jwt}"))
+fn config(strategy: &str, jwt: &str) -> GateConfig {
+    GateConfig::default().strategy(strategy).set("jwt", jwt)
 }
 
 fn with_type(user: &str, token_type: &str) -> String {
@@ -168,9 +166,11 @@ fn the_new_keys_are_checked_at_load_by_dotted_key() {
         ("required_typ = \"\"", "jwt.required_typ"),
         ("required_typ = 5", "jwt.required_typ"),
     ] {
-        let text = config("allowlist", jwt)
-            .replace("{backend}", "127.0.0.1:9")
-            .replace("{db}", "/tmp/unused.db");
+        let text = fill(
+            &config("allowlist", jwt).to_string(),
+            NO_BACKEND,
+            std::path::Path::new("/tmp/unused.db"),
+        );
         let e = tokengate::config::Config::from_toml(&text, std::path::Path::new(".")).unwrap_err();
         assert_eq!(e.key, key, "{jwt}: {e}");
     }

@@ -104,10 +104,8 @@ fn corrupt_schema(gate: &Gate) {
 }
 
 /// The default config (allowlist) with the upstream pointed at `addr`.
-fn config_with_upstream(addr: &str) -> String {
-    DEFAULT_CONFIG
-        .replace("{strategy}", "allowlist")
-        .replace("http://{backend}", &format!("http://{addr}"))
+fn config_with_upstream(addr: &str) -> GateConfig {
+    GateConfig::default().set("upstream", &format!("url = \"http://{addr}\""))
 }
 
 // ---------------------------------------------------------------------------------

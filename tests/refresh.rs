@@ -40,8 +40,11 @@ refresh_token = "json:/refresh"
 "#;
 
 async fn gate(backend: &Backend, strategy: &str) -> Gate {
-    let config = format!("{}{CHAIN}", DEFAULT_CONFIG.replace("{strategy}", strategy));
-    Gate::start_config(backend, &config).await
+    Gate::start_config(
+        backend,
+        &GateConfig::default().strategy(strategy).add(CHAIN),
+    )
+    .await
 }
 
 /// One login: (access, refresh).
@@ -241,12 +244,11 @@ async fn no_refresh_after_logout_logout_all_or_a_revoked_session() {
         .unwrap()
         .to_string();
     let config = gate.dir.path().join("cli.toml");
-    let text = format!(
-        "{}{CHAIN}",
-        DEFAULT_CONFIG.replace("{strategy}", "allowlist")
-    )
-    .replace("{backend}", "127.0.0.1:9")
-    .replace("{db}", &gate.db_path().display().to_string());
+    let text = fill(
+        &GateConfig::default().add(CHAIN).to_string(),
+        NO_BACKEND,
+        &gate.db_path(),
+    );
     std::fs::write(&config, text).unwrap();
     let out = Command::new(BIN)
         .args(["tokens", "revoke", "--session", &id, "--config"])
@@ -359,12 +361,13 @@ async fn the_refresh_route_reads_form_bodies_and_refuses_requests_without_a_live
 
 #[tokio::test]
 async fn two_capture_entries_for_one_route_are_a_config_error() {
-    let text = format!(
-        "{}{CHAIN}\n[[capture]]\npath = \"/api/token/\"\nfrom = \"json:/other\"\n",
-        DEFAULT_CONFIG
-            .replace("{strategy}", "allowlist")
-            .replace("{backend}", "127.0.0.1:9")
-            .replace("{db}", "/tmp/unused.db")
+    let config = GateConfig::default()
+        .add(CHAIN)
+        .add("[[capture]]\npath = \"/api/token/\"\nfrom = \"json:/other\"\n");
+    let text = fill(
+        &config.to_string(),
+        NO_BACKEND,
+        std::path::Path::new("/tmp/unused.db"),
     );
     let e = tokengate::config::Config::from_toml(&text, std::path::Path::new("."))
         .unwrap_err()

@@ -113,16 +113,10 @@ fn cli_config(
     strategy: &str,
     url: &str,
 ) -> std::path::PathBuf {
-    let text = DEFAULT_CONFIG
-        .replace("{strategy}", strategy)
-        .replace("{backend}", &r.backend.addr.to_string())
-        .replace(
-            "sqlite_path = \"{db}\"",
-            &format!("backend = \"postgres\"\npostgres_url = \"{url}\""),
-        );
-    let path = dir.join("tokengate.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    GateConfig::default()
+        .strategy(strategy)
+        .postgres(url)
+        .write(dir, r.backend.addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

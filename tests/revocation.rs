@@ -381,10 +381,7 @@ async fn a_nonexistent_session_gets_the_same_404_as_another_users_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_background_prune_deletes_expired_rows_and_keeps_live_ones() {
     let backend = Backend::start().await;
-    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist").replace(
-        "sqlite_path = \"{db}\"",
-        "sqlite_path = \"{db}\"\nprune_interval_seconds = 1",
-    );
+    let config = GateConfig::default().set("store", "prune_interval_seconds = 1");
     let gate = Gate::start_config(&backend, &config).await;
     let live = login(&gate, "alice").await;
     // Rows an earlier run left behind, expired a while ago.

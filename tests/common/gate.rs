@@ -2,7 +2,7 @@
 //! on port-0 listeners with a real SQLite file in a temporary directory.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -63,17 +63,165 @@ public = ["/healthz", "/public/*"]
 claim_headers = { email = "X-User-Email" }
 "#;
 
-/// [`DEFAULT_CONFIG`] (allowlist) with `lines` added to its `[section]`, or in a new
-/// `[section]` at the end when it has none.
+/// [`DEFAULT_CONFIG`] (allowlist) with `lines` set in its `[section]` (see
+/// [`GateConfig::set`]).
 pub fn config_with(section: &str, lines: &str) -> String {
-    let config = DEFAULT_CONFIG.replace("{strategy}", "allowlist");
-    let header = format!("[{section}]\n");
-    let lines = lines.trim_end_matches('\n');
-    if config.contains(&header) {
-        config.replacen(&header, &format!("{header}{lines}\n"), 1)
-    } else {
-        format!("{config}\n{header}{lines}\n")
+    GateConfig::default().set(section, lines).to_string()
+}
+
+/// A config built from a template ([`DEFAULT_CONFIG`] by default) by naming what a test
+/// changes, edited as TOML rather than as text: a change cannot silently miss.
+///
+/// - [`set`](GateConfig::set) writes keys into a section, replacing or adding them
+///   (a misspelt key or section is then refused by tokengate itself, whose config
+///   denies unknown fields);
+/// - [`remove`](GateConfig::remove) and [`replace_sections`](GateConfig::replace_sections)
+///   panic when what they remove or replace is not in the template;
+/// - [`add`](GateConfig::add) merges a TOML document: `[[capture]]` entries are
+///   appended, tables merged key by key.
+///
+/// The `{backend}`, `{db}` and `{keys}` placeholders stay in the values until
+/// [`Gate::start_config`] (or [`GateConfig::write`]) fills them in.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    table: toml::Table,
+}
+
+impl Default for GateConfig {
+    /// [`DEFAULT_CONFIG`] with the allowlist strategy.
+    fn default() -> GateConfig {
+        GateConfig::parse(&DEFAULT_CONFIG.replace("{strategy}", "allowlist"))
     }
+}
+
+impl std::fmt::Display for GateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&toml::to_string(&self.table).expect("a TOML table serialises"))
+    }
+}
+
+impl GateConfig {
+    /// A config from any template text (valid TOML).
+    pub fn parse(text: &str) -> GateConfig {
+        GateConfig {
+            table: parse_toml(text),
+        }
+    }
+
+    /// `store.strategy`.
+    pub fn strategy(self, strategy: &str) -> GateConfig {
+        self.set(
+            "store",
+            &format!("strategy = {}", toml::Value::from(strategy)),
+        )
+    }
+
+    /// Sets `lines` (`key = value` lines of TOML) in `[section]` (dotted for a nested
+    /// table: `jwt.jwks`), replacing the keys it already has and adding the others;
+    /// the section is created when the template has none (`[cache]`, `[admin]`, ...).
+    pub fn set(mut self, section: &str, lines: &str) -> GateConfig {
+        let table = self.section(section, true);
+        for (key, value) in parse_toml(lines) {
+            table.insert(key, value);
+        }
+        self
+    }
+
+    /// Removes `key` from `[section]`; panics when the template has no such key.
+    pub fn remove(mut self, section: &str, key: &str) -> GateConfig {
+        let removed = self.section(section, false).remove(key);
+        assert!(
+            removed.is_some(),
+            "the config has no {section}.{key} to remove:\n{self}"
+        );
+        self
+    }
+
+    /// Replaces whole sections by those of `text` (a TOML document, e.g. a `[jwt]`
+    /// section); panics when the template has no section of that name.
+    pub fn replace_sections(mut self, text: &str) -> GateConfig {
+        for (name, value) in parse_toml(text) {
+            let old = self.table.insert(name.clone(), value);
+            assert!(
+                old.is_some(),
+                "the config has no [{name}] to replace:\n{self}"
+            );
+        }
+        self
+    }
+
+    /// Merges a TOML document: arrays of tables (`[[capture]]`) are appended to the
+    /// template's, tables are [`set`](GateConfig::set) key by key, other keys replaced.
+    pub fn add(mut self, text: &str) -> GateConfig {
+        for (name, value) in parse_toml(text) {
+            match (self.table.get_mut(&name), value) {
+                (Some(toml::Value::Array(old)), toml::Value::Array(new)) => old.extend(new),
+                (Some(toml::Value::Table(old)), toml::Value::Table(new)) => old.extend(new),
+                (_, value) => {
+                    self.table.insert(name, value);
+                }
+            }
+        }
+        self
+    }
+
+    /// The PostgreSQL store at `url` instead of the SQLite file.
+    pub fn postgres(self, url: &str) -> GateConfig {
+        self.remove("store", "sqlite_path").set(
+            "store",
+            &format!(
+                "backend = \"postgres\"\npostgres_url = {}",
+                toml::Value::from(url)
+            ),
+        )
+    }
+
+    /// Writes the config, for `backend` and with its database at `dir/tokengate.db`, to
+    /// `dir/tokengate.toml` (for the binary); returns that path.
+    pub fn write(&self, dir: &Path, backend: SocketAddr) -> PathBuf {
+        self.write_at(dir, backend, &dir.join("tokengate.db"))
+    }
+
+    /// [`GateConfig::write`] with the database at `db`.
+    pub fn write_at(&self, dir: &Path, backend: SocketAddr, db: &Path) -> PathBuf {
+        let text = fill(&self.to_string(), backend, db);
+        let path = dir.join("tokengate.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The table at a dotted path, created (when `create`) if missing.
+    fn section(&mut self, path: &str, create: bool) -> &mut toml::Table {
+        let mut table = &mut self.table;
+        for name in path.split('.') {
+            if !table.contains_key(name) {
+                assert!(create, "the config has no [{path}]");
+                table.insert(name.to_string(), toml::Value::Table(toml::Table::new()));
+            }
+            table = match table.get_mut(name) {
+                Some(toml::Value::Table(t)) => t,
+                other => panic!("{path}: {name} is not a table: {other:?}"),
+            };
+        }
+        table
+    }
+}
+
+fn parse_toml(text: &str) -> toml::Table {
+    text.parse()
+        .unwrap_or_else(|e| panic!("not a TOML document: {e}\n{text}"))
+}
+
+/// The upstream of a config whose test starts no backend (the discard port: nothing
+/// listens there).
+pub const NO_BACKEND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
+
+/// `text` with the `{backend}`, `{db}` and `{keys}` placeholders filled in.
+pub fn fill(text: &str, backend: SocketAddr, db: &Path) -> String {
+    text.replace("{backend}", &backend.to_string())
+        .replace("{db}", &db.display().to_string())
+        .replace("{keys}", &key_path("").display().to_string())
 }
 
 /// A running tokengate.
@@ -90,18 +238,20 @@ pub struct Gate {
 impl Gate {
     /// tokengate with [`DEFAULT_CONFIG`] (allowlist) in front of `backend`.
     pub async fn start(backend: &Backend) -> Gate {
-        Gate::start_config(backend, &DEFAULT_CONFIG.replace("{strategy}", "allowlist")).await
+        Gate::start_config(backend, &GateConfig::default()).await
     }
 
     /// tokengate with the default config and another strategy.
     pub async fn start_strategy(backend: &Backend, strategy: &str) -> Gate {
-        Gate::start_config(backend, &DEFAULT_CONFIG.replace("{strategy}", strategy)).await
+        Gate::start_config(backend, &GateConfig::default().strategy(strategy)).await
     }
 
-    /// tokengate with a config text; `{backend}`, `{db}` and `{keys}` are filled in.
-    pub async fn start_config(backend: &Backend, config: &str) -> Gate {
+    /// tokengate with a config (a [`GateConfig`] or a text); `{backend}`, `{db}` and
+    /// `{keys}` are filled in.
+    pub async fn start_config(backend: &Backend, config: impl std::fmt::Display) -> Gate {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let config = config
+            .to_string()
             .replace("{backend}", &backend.addr.to_string())
             .replace("{keys}", &key_path("").display().to_string());
         Gate::launch(dir, config).await
@@ -189,11 +339,10 @@ impl Gate {
     /// `postgres_url` (e.g. a [`PgSchema::url`]; several gates on one URL are replicas),
     /// with the verdict cache off: every request reads the store.
     pub async fn start_pg_uncached(backend: &Backend, strategy: &str, postgres_url: &str) -> Gate {
-        let store = format!("backend = \"postgres\"\npostgres_url = \"{postgres_url}\"");
-        let config = DEFAULT_CONFIG
-            .replace("{strategy}", strategy)
-            .replace("sqlite_path = \"{db}\"", &store);
-        let config = format!("{config}\n[cache]\nenabled = false\n");
+        let config = GateConfig::default()
+            .strategy(strategy)
+            .postgres(postgres_url)
+            .set("cache", "enabled = false");
         Gate::start_config(backend, &config).await
     }
 }

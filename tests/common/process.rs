@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::gate::DEFAULT_CONFIG;
+use super::gate::GateConfig;
 
 /// The `tokengate` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
@@ -26,18 +26,12 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Writes the default config (allowlist) for `backend`, with its database at
 /// `dir/tokengate.db`, into `dir/tokengate.toml`; returns that path.
 pub fn write_config(dir: &Path, backend: SocketAddr) -> PathBuf {
-    write_config_at(dir, backend, &dir.join("tokengate.db"))
+    GateConfig::default().write(dir, backend)
 }
 
 /// [`write_config`] with the database at `db`.
 pub fn write_config_at(dir: &Path, backend: SocketAddr, db: &Path) -> PathBuf {
-    let text = DEFAULT_CONFIG
-        .replace("{strategy}", "allowlist")
-        .replace("{backend}", &backend.to_string())
-        .replace("{db}", &db.display().to_string());
-    let path = dir.join("tokengate.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    GateConfig::default().write_at(dir, backend, db)
 }
 
 /// Runs a subcommand with `--config config` to completion, without `RUST_LOG`.
