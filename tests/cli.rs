@@ -136,9 +136,12 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let url = served.url("/slow");
     let in_flight = tokio::spawn(async move { get_with(&url, &token).await });
     // Wait until the backend has the request, then signal.
-    while backend.count() == 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the backend has the request",
+        || backend.count() > 0,
+    )
+    .await;
     let status = tokio::task::spawn_blocking(move || served.terminate())
         .await
         .unwrap();
@@ -381,7 +384,7 @@ async fn tokens_add_reads_the_token_from_standard_input_when_it_is_a_dash() {
             .unwrap()
             .write_all(input.as_bytes())
             .unwrap();
-        child.wait_with_output().unwrap()
+        wait_output(child, "tokens add --token -")
     };
     // Trimmed, as `echo "$TOKEN" |` or a file with a final newline gives it.
     let token = mint(&claims("alice"));
@@ -411,14 +414,14 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let config = write_config(dir.path(), NO_BACKEND);
     // `prune` and `tokens revoke` log an info line; stderr is a pipe here.
     for args in [&["prune"][..], &["tokens", "revoke", "--user", "alice"]] {
-        let out = Command::new(BIN)
-            .args(args)
-            .args(["--log-format", "text", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("NO_COLOR")
-            .output()
-            .unwrap();
+        let out = output_of(
+            Command::new(BIN)
+                .args(args)
+                .args(["--log-format", "text", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .env_remove("NO_COLOR"),
+        );
         assert!(out.status.success(), "{args:?}");
         let logs = String::from_utf8_lossy(&out.stderr);
         assert!(logs.contains("INFO"), "{args:?}: no log line: {logs}");
@@ -432,7 +435,7 @@ async fn text_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
 #[test]
 fn demo_help_shows_one_default_per_option_and_says_config_is_ignored() {
     for flag in ["-h", "--help"] {
-        let out = Command::new(BIN).args(["demo", flag]).output().unwrap();
+        let out = output_of(Command::new(BIN).args(["demo", flag]));
         assert!(out.status.success());
         let help = String::from_utf8_lossy(&out.stdout).to_string();
         // One block per option: its header line and the description under it.
@@ -496,20 +499,20 @@ fn the_audit_line_lists_no_sessions_as_an_empty_array_and_text_as_a_list() {
             .status
             .success());
     }
-    let out = Command::new(BIN)
-        .args([
-            "tokens",
-            "revoke",
-            "--user",
-            "carol",
-            "--log-format",
-            "text",
-            "--config",
-        ])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = output_of(
+        Command::new(BIN)
+            .args([
+                "tokens",
+                "revoke",
+                "--user",
+                "carol",
+                "--log-format",
+                "text",
+                "--config",
+            ])
+            .arg(&config)
+            .env_remove("RUST_LOG"),
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     let list = text

@@ -1016,7 +1016,13 @@ async fn revoke_racing_requests(cache: &str, bound: Duration) {
                     }
                     // Before the CLI returns: paced, and at most BEFORE of them.
                     if !done.load(Ordering::SeqCst) {
+                        let waiting = Instant::now();
                         while ticket >= BEFORE && !done.load(Ordering::SeqCst) {
+                            // The CLI run fails its thread after CHILD_TIMEOUT.
+                            assert!(
+                                waiting.elapsed() < CHILD_TIMEOUT + Duration::from_secs(5),
+                                "`tokens revoke` never returned"
+                            );
                             tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                         tokio::time::sleep(Duration::from_millis(2 + (w % 5) as u64)).await;

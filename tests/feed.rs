@@ -15,7 +15,7 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokengate::cache::CacheKey;
 
@@ -60,13 +60,13 @@ fn cli_config(gate: &Gate, strategy: &str) -> PathBuf {
 }
 
 fn cli(args: &[&str], config: &Path) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = output_of(
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn"),
+    );
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -88,14 +88,8 @@ async fn admin(gate: &Gate, method: &str, path: &str) -> u16 {
         .as_u16()
 }
 
-/// Polls `check` every 10 ms for up to 10 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// How long [`eventually`] waits in these tests.
+const EVENTUALLY: Duration = Duration::from_secs(10);
 
 fn cached(gate: &Gate, token: &str) -> bool {
     let key = CacheKey::of(token).unwrap();
@@ -130,7 +124,7 @@ async fn assert_refused_within_the_bound(gate: &Gate, backend: &Backend, token: 
         401,
         "{what}: served past the bound"
     );
-    eventually(&format!("{what}: the feed is current"), || {
+    eventually(EVENTUALLY, &format!("{what}: the feed is current"), || {
         gate.app.cache.is_current()
     })
     .await;
@@ -344,7 +338,7 @@ async fn an_unreadable_feed_bypasses_the_cache() {
     warm(&gate, &token).await;
     let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
     conn.execute_batch("DROP TABLE revocation_log").unwrap();
-    eventually("the feed error is counted", || {
+    eventually(EVENTUALLY, "the feed error is counted", || {
         gate.app.metrics.feed_errors_count() > 0
     })
     .await;
@@ -363,11 +357,11 @@ async fn an_unreadable_feed_bypasses_the_cache() {
     assert!(text.contains("tokengate_feed_stale 1"), "{text}");
     // And a revocation made now, by another process, is refused at once.
     let config = cli_config(&gate, "allowlist");
-    let out = Command::new(BIN)
-        .args(["tokens", "revoke", "--user", "alice", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = output_of(
+        Command::new(BIN)
+            .args(["tokens", "revoke", "--user", "alice", "--config"])
+            .arg(&config),
+    );
     // The CLI cannot append its feed row either: the revocation fails as a whole.
     assert!(!out.status.success());
     assert_eq!(call(&gate, &token).await, 200, "nothing was revoked");
@@ -478,7 +472,10 @@ async fn an_outage_bypasses_the_cache_and_recovers() {
     assert!(metrics.contains("tokengate_feed_stale 1"), "{metrics}");
 
     relay.restore();
-    eventually("the feed is current again", || a.app.cache.is_current()).await;
+    eventually(EVENTUALLY, "the feed is current again", || {
+        a.app.cache.is_current()
+    })
+    .await;
     assert_eq!(call(&a, &token).await, 401, "revoked during the outage");
     assert_eq!(call(&a, &kept).await, 200);
     warm(&a, &kept).await;

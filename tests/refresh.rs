@@ -250,11 +250,11 @@ async fn no_refresh_after_logout_logout_all_or_a_revoked_session() {
         &gate.db_path(),
     );
     std::fs::write(&config, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["tokens", "revoke", "--session", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = output_of(
+        Command::new(BIN)
+            .args(["tokens", "revoke", "--session", &id, "--config"])
+            .arg(&config),
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -9,6 +9,7 @@
 //! - [`client`] and [`raw`] are the clients: hyper for HTTP, a TCP socket for framing.
 //! - [`process`]: the `tokengate` binary as a child process.
 //! - [`tokens`]: claims and signed tokens; [`pg`]: the PostgreSQL server of the tests.
+//! - [`wait`]: deadlines for polling waits ([`eventually`]).
 
 #![allow(dead_code, unused_imports)]
 
@@ -19,6 +20,7 @@ pub mod pg;
 pub mod process;
 pub mod raw;
 pub mod tokens;
+pub mod wait;
 
 pub use backend::*;
 pub use client::*;
@@ -27,3 +29,4 @@ pub use pg::*;
 pub use process::*;
 pub use raw::*;
 pub use tokens::*;
+pub use wait::*;

@@ -53,7 +53,25 @@ pub fn run_cli(args: &[&str], config: &Path, uid: Option<u32>) -> Output {
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let child = cmd.spawn().unwrap();
+    wait_output(cmd.spawn().unwrap(), &format!("tokengate {args:?}"))
+}
+
+/// Runs `cmd` (stdin null, stdout and stderr captured) like [`Command::output`], but
+/// killed after [`CHILD_TIMEOUT`], failing the test.
+pub fn output_of(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, &format!("{cmd:?}"))
+}
+
+/// Waits for a child's exit and output (pipe what you want to read), at most
+/// [`CHILD_TIMEOUT`]: a child still running then is killed and fails the test, naming
+/// `what`.
+pub fn wait_output(child: Child, what: &str) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -66,7 +84,7 @@ pub fn run_cli(args: &[&str], config: &Path, uid: Option<u32>) -> Output {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("tokengate {args:?} did not finish within {CHILD_TIMEOUT:?}");
+            panic!("{what} did not finish within {CHILD_TIMEOUT:?}");
         }
     }
 }
