@@ -269,11 +269,7 @@ async fn refused_request(gate: &Gate, backend: &Backend, headers: &[(&str, &str)
         challenge.starts_with(PLAIN_CHALLENGE) && challenge.contains("error=\"invalid_token\""),
         "{challenge:?} for {shown:?}"
     );
-    assert_eq!(
-        backend.count(),
-        before,
-        "an attack reached the backend: {shown:?}"
-    );
+    backend.assert_untouched_because(before, &format!("an attack reached the backend: {shown:?}"));
     description
 }
 
@@ -309,10 +305,9 @@ async fn refused_as_no_token(gate: &Gate, backend: &Backend, headers: &[(&str, &
         Some(PLAIN_CHALLENGE),
         "{headers:?}"
     );
-    assert_eq!(
-        backend.count(),
+    backend.assert_untouched_because(
         before,
-        "an attack reached the backend: {headers:?}"
+        &format!("an attack reached the backend: {headers:?}"),
     );
 }
 
@@ -370,7 +365,7 @@ async fn a_request_without_any_token_is_refused_with_a_plain_bearer_challenge() 
     refused_as_no_token(&gate, &backend, &[]).await;
     // An empty cookie is no token either.
     refused_as_no_token(&gate, &backend, &[("cookie", "access_token=")]).await;
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -380,7 +375,7 @@ async fn a_bearer_scheme_with_nothing_after_it_is_refused() {
         let description = refused_request(&gate, &backend, &[("authorization", value)]).await;
         assert_eq!(description, BAD_BEARER, "{value:?}");
     }
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -983,7 +978,7 @@ async fn a_hostile_kid_is_refused(kid: &str) {
     let (backend, gate) = default_gate().await;
     plant(&gate, &empty_keyed).await;
     refused_as(&gate, &backend, &empty_keyed, &[SIGNATURE, UNKNOWN_KEY]).await;
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -1333,11 +1328,8 @@ async fn the_ecdsa_twin_of_a_logged_out_token_is_refused_under_every_strategy() 
                 REVOKED,
                 "{strategy}: the {what} must be refused as revoked"
             );
-            assert_eq!(
-                backend.count(),
-                before,
-                "{strategy}: the {what} got through"
-            );
+            backend
+                .assert_untouched_because(before, &format!("{strategy}: the {what} got through"));
         }
         // Logging out with the twin is refused too (it is dead), and changes nothing.
         let r = post_with(&gate.url("/logout"), &twin).await;
@@ -1363,11 +1355,8 @@ async fn logging_out_with_the_ecdsa_twin_revokes_the_original_under_every_strate
                 REVOKED,
                 "{strategy}: the {what} must be refused as revoked"
             );
-            assert_eq!(
-                backend.count(),
-                before,
-                "{strategy}: the {what} got through"
-            );
+            backend
+                .assert_untouched_because(before, &format!("{strategy}: the {what} got through"));
         }
     }
 }

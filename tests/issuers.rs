@@ -31,7 +31,7 @@ async fn refused(gate: &Gate, backend: &Backend, token: &str, what: &str) -> Rep
     let before = backend.count();
     let r = get_with(&gate.url("/api/me"), token).await;
     assert_refusal(&r, 401);
-    assert_eq!(backend.count(), before, "{what}: the backend saw it");
+    backend.assert_untouched_because(before, &format!("{what}: the backend saw it"));
     r
 }
 

@@ -118,7 +118,7 @@ async fn a_request_without_a_token_gets_401_with_the_bare_bearer_challenge() {
     let gate = Gate::start(&backend).await;
     let r = get(&gate.url("/api/x"), &[]).await;
     assert_no_token(&r);
-    assert_eq!(backend.count(), 0, "a refusal must not reach the backend");
+    backend.assert_untouched_because(0, "a refusal must not reach the backend");
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn a_non_bearer_authorization_counts_as_no_token() {
     )
     .await;
     assert_no_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn a_malformed_token_gets_401_invalid_token() {
         let r = get(&gate.url("/api/x"), &[("authorization", value)]).await;
         assert_invalid_token(&r);
     }
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -220,7 +220,7 @@ async fn an_expired_token_gets_401_invalid_token() {
         "{:?}",
         r.header("www-authenticate")
     );
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn a_token_not_yet_valid_gets_401_invalid_token() {
     c["nbf"] = json!(now() + 3600);
     let r = get_with(&gate.url("/api/x"), &mint(&c)).await;
     assert_invalid_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -243,7 +243,7 @@ async fn a_token_issued_in_the_future_gets_401_invalid_token() {
     c["exp"] = json!(now() + 7200);
     let r = get_with(&gate.url("/api/x"), &mint(&c)).await;
     assert_invalid_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -256,7 +256,7 @@ async fn a_token_without_exp_gets_401_invalid_token() {
     )
     .await;
     assert_invalid_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn a_validly_signed_token_that_was_never_captured_gets_401_invalid_token()
     let gate = Gate::start(&backend).await;
     let r = get_with(&gate.url("/api/x"), &mint(&claims("alice"))).await;
     assert_invalid_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -318,7 +318,7 @@ async fn a_token_longer_than_8_kib_gets_401_before_any_work() {
     // Garbage of the same size.
     let r = get_with(&gate.url("/api/x"), &"x".repeat(8 * 1024 + 1)).await;
     assert_invalid_token(&r);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -352,7 +352,7 @@ async fn a_store_that_cannot_answer_gets_503_with_retry_after_and_never_forwards
     let r = post_with(&gate.url("/logout"), &token).await;
     assert_refusal(&r, 503);
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
-    assert_eq!(backend.count(), before, "fail closed: nothing forwarded");
+    backend.assert_untouched_because(before, "fail closed: nothing forwarded");
 }
 
 #[tokio::test]
@@ -375,7 +375,7 @@ async fn a_backend_that_refuses_the_connection_gets_502() {
     assert_refusal(&r, 502);
     let r = get(&gate.url("/public/x"), &[]).await;
     assert_refusal(&r, 502);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -404,7 +404,7 @@ async fn a_backend_that_hangs_up_without_answering_gets_502() {
     let r = get_with(&gate.url("/api/x"), &token).await;
     assert_refusal(&r, 502);
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
     hangups.abort();
 }
 
@@ -433,11 +433,7 @@ async fn every_strategy_fails_closed_when_its_table_is_gone() {
         assert_eq!(r.status, 503, "{strategy} without {table}: {:?}", r.body);
         assert_refusal(&r, 503);
         assert!(r.header("retry-after").is_some(), "{strategy}");
-        assert_eq!(
-            backend.count(),
-            before,
-            "{strategy} without {table} forwarded"
-        );
+        backend.assert_untouched_because(before, &format!("{strategy} without {table} forwarded"));
     }
 }
 
@@ -473,7 +469,7 @@ async fn refusals_carry_an_x_request_id() {
     .await;
     r.assert_refusal(400);
     assert!(r.header("x-request-id").is_some(), "{r:?}");
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -504,7 +500,7 @@ async fn a_token_cookie_sent_twice_gets_401_invalid_token() {
         let r = get(&gate.url("/api/x"), &headers).await;
         assert_invalid_token(&r);
     }
-    assert_eq!(backend.count(), before_twice);
+    backend.assert_untouched(before_twice);
     assert_eq!(before_twice, before + 1);
 }
 
@@ -530,7 +526,7 @@ async fn a_token_whose_user_claim_is_not_a_clean_header_value_gets_401() {
             "sub {sub}: refused only as unknown, not as an invalid user: {challenge}"
         );
     }
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1529,7 +1525,7 @@ async fn the_admin_probes_answer_200_while_the_store_is_fine() {
     assert_eq!(r.status, 200);
     let r = get(&format!("http://{}/readyz", gate.admin), &[]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(backend.count(), 0, "admin probes never reach the backend");
+    backend.assert_untouched_because(0, "admin probes never reach the backend");
 }
 
 #[tokio::test]
@@ -1586,7 +1582,7 @@ async fn a_client_that_never_finishes_its_request_head_is_disconnected() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "unexpected answer: {text:?}"
     );
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -90,11 +90,7 @@ async fn refused(gate: &Gate, backend: &Backend, token: &str, what: &str) {
     let r = refresh(gate, token).await;
     assert_eq!(r.status, 401, "{what}: {:?}", r.body);
     assert_refusal(&r, 401);
-    assert_eq!(
-        backend.count(),
-        before,
-        "{what}: the backend saw the refresh"
-    );
+    backend.assert_untouched_because(before, &format!("{what}: the backend saw the refresh"));
 }
 
 async fn call(gate: &Gate, token: &str) -> u16 {
@@ -168,7 +164,7 @@ async fn a_refresh_token_is_never_a_bearer_token() {
         assert_refusal(&r, 401);
         let r = post_with(&gate.url("/logout"), &refresh_token).await;
         assert_refusal(&r, 401);
-        assert_eq!(backend.count(), before, "{strategy}");
+        backend.assert_untouched_because(before, strategy);
         // Nor is an access token a refresh token, where tokengate knows it as one (the
         // allowlist keeps every access token; the cut-off strategies only their
         // refresh tokens, and leave the rest to the backend).
@@ -352,11 +348,7 @@ async fn the_refresh_route_reads_form_bodies_and_refuses_requests_without_a_live
             r.body
         );
     }
-    assert_eq!(
-        backend.count(),
-        before,
-        "a refused refresh reached the backend"
-    );
+    backend.assert_untouched_because(before, "a refused refresh reached the backend");
 }
 
 #[tokio::test]

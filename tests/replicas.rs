@@ -74,10 +74,9 @@ async fn a_logout_on_one_replica_is_refused_by_the_other_at_once() {
         let refused = get_with(&r.b.url("/api/me"), &token).await;
         assert_refusal(&refused, 401);
         assert_eq!(call(&r.a, &token).await, 401, "{strategy}");
-        assert_eq!(
-            r.backend.count(),
+        r.backend.assert_untouched_because(
             before,
-            "{strategy}: a revoked token was forwarded"
+            &format!("{strategy}: a revoked token was forwarded"),
         );
     }
 }

@@ -57,10 +57,9 @@ for_each_strategy!(
                 .contains("invalid_token"),
             "{strategy}"
         );
-        assert_eq!(
-            backend.count(),
+        backend.assert_untouched_because(
             before,
-            "{strategy}: a revoked token reached the backend"
+            &format!("{strategy}: a revoked token reached the backend"),
         );
     }
 );
@@ -79,7 +78,7 @@ for_each_strategy!(
         let before = backend.count();
         assert_eq!(call(&gate, &a1).await, 401, "{strategy}");
         assert_eq!(call(&gate, &a2).await, 401, "{strategy}");
-        assert_eq!(backend.count(), before, "{strategy}");
+        backend.assert_untouched_because(before, strategy);
         assert_eq!(
             call(&gate, &bob).await,
             200,
@@ -194,7 +193,7 @@ async fn allowlist_refuses_a_valid_token_it_never_captured() {
     let backend = Backend::start().await;
     let gate = Gate::start_strategy(&backend, "allowlist").await;
     assert_eq!(call(&gate, &mint(&claims("alice"))).await, 401);
-    assert_eq!(backend.count(), 0);
+    backend.assert_untouched(0);
 }
 
 #[tokio::test]
@@ -257,7 +256,7 @@ async fn denylist_and_user_status_refuse_a_token_without_iat() {
             format!("Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"{needs}\""),
             "{strategy}"
         );
-        assert_eq!(backend.count(), 0, "{strategy}: the backend saw nothing");
+        backend.assert_untouched_because(0, &format!("{strategy}: the backend saw nothing"));
     }
 }
 

@@ -102,11 +102,16 @@ impl Backend {
     /// Asserts that the backend received nothing since it had seen `before` requests
     /// (how every refusal test proves that nothing was forwarded).
     pub fn assert_untouched(&self, before: usize) {
+        self.assert_untouched_because(before, "a refusal");
+    }
+
+    /// [`Backend::assert_untouched`], naming what should not have reached it.
+    pub fn assert_untouched_because(&self, before: usize, why: &str) {
         let seen = self.seen();
         assert_eq!(
             seen.len(),
             before,
-            "the backend was reached: {:?}",
+            "{why}: the backend was reached: {:?}",
             &seen[before.min(seen.len())..]
         );
     }
