@@ -1196,8 +1196,9 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
 async fn the_idle_timeout_counts_from_the_latest_request_and_lets_a_slow_one_finish() {
     let backend = Backend::start().await;
     // The backend may take 5 s to answer (the default config says 1).
-    let config = config_with("server", "idle_timeout_seconds = 1")
-        .replace("\ntimeout_seconds = 1\n", "\ntimeout_seconds = 5\n");
+    let config = GateConfig::default()
+        .set("server", "idle_timeout_seconds = 1")
+        .set("upstream", "timeout_seconds = 5");
     let gate = Gate::start_config(&backend, &config).await;
     let token = login(&gate, "alice").await;
     let (mut sender, ended) = h2_connection(gate.addr).await;
