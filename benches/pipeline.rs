@@ -146,7 +146,7 @@ fn setup(alg: Algorithm) -> Setup {
         let addr = backend().await;
         let app = App::open(config(alg, addr, dir.path())).await.unwrap();
         for token in &tokens {
-            let verified = app.verifier.verify(token).unwrap();
+            let verified = app.policy().verifier.verify(token).unwrap();
             app.strategy
                 .admit(&verified, SessionMeta::default())
                 .await
@@ -212,7 +212,7 @@ fn cache_and_store(c: &mut Criterion) {
     let verified: Vec<_> = s
         .tokens
         .iter()
-        .map(|t| s.app.verifier.verify(t).unwrap())
+        .map(|t| s.app.policy().verifier.verify(t).unwrap())
         .collect();
     c.bench_function("store/check", |b| {
         b.iter(|| {
@@ -257,7 +257,7 @@ fn pipeline(c: &mut Criterion) {
         let (app, conn) = rt.block_on(async {
             let addr = backend().await;
             let mut config = config(Algorithm::HS256, addr, dir.path());
-            config.store = s.app.config.store.clone();
+            config.store = s.app.policy().config.store.clone();
             config.cache.enabled = false;
             let app = App::open(config).await.unwrap();
             let conn = Arc::new(ClientConn {

@@ -66,6 +66,13 @@ pub async fn handle(
 /// Ready when the keys are loaded (they are, or we would not have started) and the
 /// store answers.
 async fn readiness(app: &App) -> Response<Body> {
+    // A provider's key set that failed to refresh keeps the last good one: still ready.
+    if app.policy().verifier.keys().current().is_empty() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "error": "temporarily_unavailable", "error_description": "no verification keys are loaded"}),
+        );
+    }
     match app.strategy.ping().await {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
         Err(e) => {
@@ -103,7 +110,8 @@ fn authorized(expected: &str, request: &Request<Incoming>) -> bool {
 }
 
 async fn admin_api(app: &App, request: Request<Incoming>) -> Response<Body> {
-    let Some(expected) = app.config.admin.token.as_deref() else {
+    let policy = app.policy();
+    let Some(expected) = policy.config.admin.token.as_deref() else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -190,7 +198,8 @@ async fn add_token(app: &App, request: Request<Incoming>) -> ApiResult {
     } else {
         text.to_string()
     };
-    let token = match app.verifier.verify(&raw) {
+    let verifier = app.policy().verifier.clone();
+    let token = match verifier.verify_fresh(&raw).await {
         Ok(t) => t,
         Err(e) => {
             return Ok(error(

@@ -1,14 +1,20 @@
-//! The shared state of a running tokengate: built once at start, then immutable.
+//! The shared state of a running tokengate, in two parts.
 //!
-//! One `Arc<App>` holds the validated config, the verifier over the loaded keys, the
-//! strategy bound to its store, the revocation door, the verdict cache, the pooled
-//! upstream client, the header policy and the metrics. Mutable state lives only in the store, and in the cache that the
-//! revocation feed keeps exact (STYLE §6).
+//! One `Arc<App>` holds what is built once at start: the strategy bound to its store,
+//! the revocation door, the verdict cache, the backend connection pool and the metrics.
+//! Beside it, the [`Policy`]: the validated config, the verifier over the loaded keys
+//! and the header rules. A reload ([`App::reload`], SPEC §11) builds a new policy from
+//! the file and swaps it in atomically; a request takes the policy once, when it
+//! arrives ([`App::policy`]), and keeps it to its end. Mutable state lives only in the
+//! store, and in the cache that the revocation feed keeps exact (STYLE §6).
 
+use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::cache::{CacheSettings, VerdictCache};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::feed::FeedReader;
 use crate::jwt::{KeyError, Keys, Verifier};
 use crate::metrics::Metrics;
@@ -17,12 +23,20 @@ use crate::revocations::Revocations;
 use crate::store::{self, SharedStore, StoreError};
 use crate::strategy::Strategy;
 
-/// Everything a request handler needs.
-pub struct App {
-    /// The validated configuration.
+/// What a reload may change: the config, the keys it names, the header rules.
+#[derive(Debug)]
+pub struct Policy {
+    /// The validated configuration (its restart-only keys as at start).
     pub config: Config,
     /// Verifies tokens against the loaded keys and `[jwt]`'s rules.
     pub verifier: Verifier,
+    /// Header rules from `[forward]`.
+    pub headers: HeaderPolicy,
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    policy: ArcSwap<Policy>,
     /// What "live" means, bound to the store.
     pub strategy: Strategy,
     /// The one way to revoke, list sessions and prune.
@@ -31,8 +45,6 @@ pub struct App {
     pub cache: Arc<VerdictCache>,
     /// The backend.
     pub upstream: Upstream,
-    /// Header rules from `[forward]`.
-    pub headers: HeaderPolicy,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -58,34 +70,67 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
+/// Why a reload kept the current policy.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The keys it names do not load.
+    #[error("config error: {0}")]
+    Keys(#[from] KeyError),
+}
+
+/// What a good reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Keys that changed in the file but take effect only at a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
 impl App {
     /// Loads the keys, opens the store named by the config and builds the shared state.
     pub async fn open(config: Config) -> Result<Arc<App>, OpenError> {
         App::open_with(config, KeyLoading::Load).await
     }
 
-    /// [`App::open`], reading the keys or not.
+    /// [`App::open`], reading the keys or not. Keys from an identity provider are
+    /// fetched here (SPEC §11), so a provider that cannot be reached at start is one
+    /// line naming `jwt.jwks_url`.
     pub async fn open_with(config: Config, keys: KeyLoading) -> Result<Arc<App>, OpenError> {
-        let verifier = verifier(&config, keys)?;
+        let metrics = Arc::new(Metrics::new());
+        let settings = config.jwt.settings.clone();
+        let keys = match keys {
+            KeyLoading::Load => {
+                Keys::start(&config.jwt.source, settings, metrics.jwks.clone()).await?
+            }
+            KeyLoading::Skip => Arc::new(Keys::unloaded(Arc::new(settings))),
+        };
         let store = store::open(&config.store.backend).await?;
-        Ok(App::with_store(config, verifier, store))
+        Ok(App::build(config, keys, store, metrics))
     }
 
-    /// Builds the shared state around loaded keys and an already opened store.
-    pub fn with_store(config: Config, verifier: Verifier, store: SharedStore) -> Arc<App> {
-        let metrics = Arc::new(Metrics::new());
+    /// Builds the shared state around loaded keys and an opened store.
+    fn build(
+        config: Config,
+        keys: Arc<Keys>,
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+    ) -> Arc<App> {
         let cache = Arc::new(VerdictCache::new(
             CacheSettings {
                 enabled: config.cache.enabled,
                 max_entries: config.cache.max_entries,
                 max_staleness: config.cache.max_staleness,
-                leeway: verifier.leeway(),
+                leeway: keys.settings().leeway as i64,
             },
             metrics.cache_hits.clone(),
             metrics.cache_misses.clone(),
         ));
         let strategy = Strategy::new(config.store.strategy, store);
         let retention = config.store.revocation_log_retention.as_millis();
+        let upstream = Upstream::new(&config.upstream);
+        let policy = policy(config, keys, &cache);
         Arc::new(App {
             revocations: Revocations::new(
                 strategy.clone(),
@@ -95,12 +140,37 @@ impl App {
             ),
             strategy,
             cache,
-            upstream: Upstream::new(&config.upstream),
-            headers: HeaderPolicy::new(&config.forward),
+            upstream,
             metrics,
-            verifier,
-            config,
+            policy: ArcSwap::from_pointee(policy),
         })
+    }
+
+    /// The policy in force now; a request takes it once and keeps it.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Re-reads the config file at `path` and every file it names, validates them as a
+    /// start would (a provider's key set is fetched again), and swaps the new policy in
+    /// for the requests that arrive from now on; connections stay open. On any error
+    /// the current policy stays. Keys that need a restart keep their current values and
+    /// are named in the result. The verdict cache starts over (verdicts depend on the
+    /// keys and `[jwt]`'s rules); the metrics are kept.
+    pub async fn reload(&self, path: &Path) -> Result<Reloaded, ReloadError> {
+        let current = self.policy();
+        let (config, needs_restart) = current.config.keep_restart_only(Config::load(path)?);
+        let keys = Keys::start(
+            &config.jwt.source,
+            config.jwt.settings.clone(),
+            self.metrics.jwks.clone(),
+        )
+        .await?;
+        self.cache.set_leeway(keys.settings().leeway as i64);
+        let policy = policy(config, keys, &self.cache);
+        self.policy.store(Arc::new(policy));
+        self.cache.flush();
+        Ok(Reloaded { needs_restart })
     }
 
     /// The feed reader that keeps this process's cache exact; `None` when the cache is
@@ -111,13 +181,32 @@ impl App {
                 self.strategy.store().clone(),
                 self.cache.clone(),
                 self.metrics.clone(),
-                self.config.cache.feed_poll,
+                self.policy().config.cache.feed_poll,
             )
         })
     }
 }
 
-/// The verifier of `config`'s `[jwt]`, its keys read or not.
+/// A policy over loaded keys: a provider's set is refreshed in the background for as
+/// long as the policy lives, and each change of it flushes the verdict cache (a verdict
+/// was given under the keys of its time: a key removed, or replaced under its kid,
+/// must stop passing at once).
+fn policy(config: Config, keys: Arc<Keys>, cache: &Arc<VerdictCache>) -> Policy {
+    keys.on_change({
+        let cache = cache.clone();
+        move || cache.flush()
+    });
+    Keys::spawn_refresh(&keys);
+    Policy {
+        headers: HeaderPolicy::new(&config.forward),
+        verifier: Verifier::new(keys),
+        config,
+    }
+}
+
+/// The verifier of `config`'s `[jwt]`, its keys read or not, for a static key source
+/// (a secret or a key file; a JWKS URL is fetched by [`App::open`] and
+/// [`Keys::start`]).
 pub fn verifier(config: &Config, keys: KeyLoading) -> Result<Verifier, KeyError> {
     let settings = Arc::new(config.jwt.settings.clone());
     match keys {

@@ -28,7 +28,7 @@
 //! `.await`, as in the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,8 @@ pub struct VerdictCache {
     origin: Instant,
     /// Milliseconds since `origin` until which the feed counts as current; 0: never was.
     current_until: AtomicU64,
+    /// `jwt.leeway_seconds`, which a config reload may change.
+    leeway: AtomicI64,
     hits: Counter,
     misses: Counter,
 }
@@ -189,9 +191,15 @@ impl VerdictCache {
             epoch: AtomicU64::new(0),
             origin: Instant::now(),
             current_until: AtomicU64::new(0),
+            leeway: AtomicI64::new(settings.leeway),
             hits,
             misses,
         }
+    }
+
+    /// The leeway of the `exp`/`nbf` checks from now on (after a config reload).
+    pub fn set_leeway(&self, leeway: i64) {
+        self.leeway.store(leeway, Ordering::Relaxed);
     }
 
     /// Whether verdicts are cached at all.
@@ -228,7 +236,7 @@ impl VerdictCache {
     }
 
     fn find(&self, key: &CacheKey, now: i64) -> Option<Arc<Verdict>> {
-        let leeway = self.settings.leeway;
+        let leeway = self.leeway.load(Ordering::Relaxed);
         let mut shard = self.shard(&key.hash);
         let entry = shard.lru.get(&key.hash)?;
         if entry.digest != key.digest {

@@ -221,17 +221,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => crate::demo::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::CheckConfig => {
             let config = load(&path)?;
-            // The keys are read too: a start would fail on them.
-            let verifier = crate::app::verifier(&config, KeyLoading::Load)
+            // The keys are read (a provider's set fetched) too: a start would fail on them.
+            let settings = config.jwt.settings.clone();
+            let keys = crate::jwt::Keys::start(&config.jwt.source, settings, Default::default())
+                .await
                 .map_err(|e| anyhow::anyhow!("config error: {e}"))?;
-            println!(
-                "{}: OK\n{}",
-                path.display(),
-                config.summary(&verifier.key_description())
-            );
+            let keys = keys.current().description().to_string();
+            println!("{}: OK\n{}", path.display(), config.summary(&keys));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(load(&path)?).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve => serve(load(&path)?, path).await.map(|_| ExitCode::SUCCESS),
         Command::Prune => {
             let app = open(load(&path)?, KeyLoading::Skip).await?;
             let report = app.revocations.prune().await?;
@@ -273,16 +272,19 @@ async fn open(config: Config, keys: KeyLoading) -> anyhow::Result<std::sync::Arc
 }
 
 /// `serve`: bind both listeners (so a port in use fails before anything else), then run
-/// until SIGTERM or Ctrl-C.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// until SIGTERM or Ctrl-C, reloading `path` on SIGHUP (and on change with
+/// `server.watch_config`).
+pub async fn serve(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     let public = crate::server::bind("server.listen", config.server.listen).await?;
     let admin = crate::server::bind("server.admin_listen", config.server.admin_listen).await?;
     let app = open(config, KeyLoading::Load).await?;
+    let triggers = crate::reload::Triggers::install().context("cannot handle SIGHUP")?;
+    tokio::spawn(triggers.run(app.clone(), path));
     tracing::info!(
         listen = %public.local_addr()?,
         admin = %admin.local_addr()?,
-        upstream = %app.config.upstream.url,
-        strategy = %app.config.store.strategy,
+        upstream = %app.policy().config.upstream.url,
+        strategy = %app.policy().config.store.strategy,
         "tokengate serving"
     );
     crate::server::run(app, public, admin, crate::server::shutdown_signal()).await
@@ -318,8 +320,10 @@ async fn tokens(app: std::sync::Arc<App>, cmd: TokensCommand) -> anyhow::Result<
                 token
             };
             let verified = app
+                .policy()
                 .verifier
-                .verify(token.trim())
+                .verify_fresh(token.trim())
+                .await
                 .context("the token was refused")?;
             let meta = SessionMeta {
                 user_agent: Some("tokengate-cli".into()),

@@ -17,7 +17,10 @@ use ipnet::IpNet;
 
 use crate::capture::CaptureSource;
 use crate::extract::TokenSource;
-use crate::jwt::keys::{io_reason, trim_trailing_newline, KeySource, MIN_HMAC_SECRET_BYTES};
+use crate::jwt::keys::{
+    check_key_url, io_reason, trim_trailing_newline, KeySource, Provider, Remote,
+    MIN_HMAC_SECRET_BYTES,
+};
 use crate::jwt::VerifierSettings;
 use crate::strategy::StrategyKind;
 
@@ -44,6 +47,10 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECONDS: u64 = 60;
 /// Default JWKS refresh interval.
 pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+/// `jwt.jwks_min_refetch_seconds`: the least time between two fetches asked for by tokens.
+pub const DEFAULT_JWKS_MIN_REFETCH_SECONDS: u64 = 5;
+/// `jwt.jwks_fetch_timeout_seconds`: one fetch of the key set, connect to last byte.
+pub const DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS: u64 = 3;
 /// Default clock-skew allowance for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
 /// Default claim naming the user.
@@ -167,6 +174,7 @@ pub mod raw {
         pub header_read_timeout_seconds: u64,
         pub idle_timeout_seconds: u64,
         pub max_connections: usize,
+        pub watch_config: bool,
     }
 
     impl Default for Server {
@@ -179,6 +187,7 @@ pub mod raw {
                 header_read_timeout_seconds: DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
                 idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                watch_config: false,
             }
         }
     }
@@ -214,6 +223,10 @@ pub mod raw {
         pub jwks_file: Option<PathBuf>,
         pub jwks_url: Option<String>,
         pub jwks_refresh_seconds: u64,
+        pub jwks_min_refetch_seconds: u64,
+        pub jwks_fetch_timeout_seconds: u64,
+        pub jwks_ca_file: Option<PathBuf>,
+        pub oidc_discovery_url: Option<String>,
         pub issuer: Option<String>,
         pub audience: Vec<String>,
         pub leeway_seconds: u64,
@@ -233,6 +246,10 @@ pub mod raw {
                 jwks_file: None,
                 jwks_url: None,
                 jwks_refresh_seconds: DEFAULT_JWKS_REFRESH_SECONDS,
+                jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+                jwks_fetch_timeout_seconds: DEFAULT_JWKS_FETCH_TIMEOUT_SECONDS,
+                jwks_ca_file: None,
+                oidc_discovery_url: None,
                 issuer: None,
                 audience: Vec::new(),
                 leeway_seconds: DEFAULT_LEEWAY_SECONDS,
@@ -398,7 +415,7 @@ pub struct CacheConfig {
 }
 
 /// `[server]`, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// The proxy listener.
     pub listen: SocketAddr,
@@ -417,10 +434,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Open client connections of the public listener; past it, new ones are closed.
     pub max_connections: usize,
+    /// Reload when the config file (or a file it names) changes, as on SIGHUP.
+    pub watch_config: bool,
 }
 
 /// `[upstream]`, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The backend: scheme and authority only.
     pub url: Uri,
@@ -457,7 +476,7 @@ pub enum StoreBackend {
 }
 
 /// `[store]`, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     /// The database.
     pub backend: StoreBackend,
@@ -519,6 +538,8 @@ pub struct ForwardConfig {
 pub struct AdminConfig {
     /// The bearer token of the admin API; `None` turns the API off.
     pub token: Option<String>,
+    /// `admin.token_file`, when the token came from a file.
+    pub token_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -526,6 +547,7 @@ impl fmt::Debug for AdminConfig {
         // Never print the secret itself.
         f.debug_struct("AdminConfig")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -582,6 +604,7 @@ impl Config {
                 }
                 n => n,
             },
+            watch_config: raw.server.watch_config,
             http2_max_streams: match raw.server.http2_max_streams {
                 n @ 1..=MAX_HTTP2_STREAMS => n,
                 _ => {
@@ -633,6 +656,100 @@ impl Config {
             admin,
             cache,
         })
+    }
+
+    /// For a reload: the keys of `new` that differ from `self` but take effect only at
+    /// a restart (the listeners, the store, the verdict cache, the backend connection
+    /// pool), and `new` with those kept at their current values. Everything else
+    /// (`[jwt]`, `[token]`, `[[capture]]`, `[routes]`, `[forward]`, `[admin]`) is
+    /// reloaded.
+    pub fn keep_restart_only(&self, mut new: Config) -> (Config, Vec<&'static str>) {
+        let mut changed = Vec::new();
+        let mut note = |name: &'static str, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        let (a, b) = (&self.server, &new.server);
+        note("server.listen", a.listen != b.listen);
+        note("server.admin_listen", a.admin_listen != b.admin_listen);
+        note(
+            "server.shutdown_grace_seconds",
+            a.shutdown_grace != b.shutdown_grace,
+        );
+        note(
+            "server.http2_max_streams",
+            a.http2_max_streams != b.http2_max_streams,
+        );
+        note(
+            "server.header_read_timeout_seconds",
+            a.header_read_timeout != b.header_read_timeout,
+        );
+        note(
+            "server.idle_timeout_seconds",
+            a.idle_timeout != b.idle_timeout,
+        );
+        note(
+            "server.max_connections",
+            a.max_connections != b.max_connections,
+        );
+        note("server.watch_config", a.watch_config != b.watch_config);
+        let (a, b) = (&self.upstream, &new.upstream);
+        note("upstream.url", a.url != b.url);
+        note(
+            "upstream.connect_timeout_seconds",
+            a.connect_timeout != b.connect_timeout,
+        );
+        note("upstream.timeout_seconds", a.timeout != b.timeout);
+        let (a, b) = (&self.store, &new.store);
+        let postgres = matches!(b.backend, StoreBackend::Postgres(_));
+        note(
+            "store.backend",
+            std::mem::discriminant(&a.backend) != std::mem::discriminant(&b.backend),
+        );
+        if a.backend != b.backend
+            && std::mem::discriminant(&a.backend) == std::mem::discriminant(&b.backend)
+        {
+            note(
+                if postgres {
+                    "store.postgres_url"
+                } else {
+                    "store.sqlite_path"
+                },
+                true,
+            );
+        }
+        note("store.strategy", a.strategy != b.strategy);
+        note(
+            "store.prune_interval_seconds",
+            a.prune_interval != b.prune_interval,
+        );
+        note(
+            "store.revocation_log_days",
+            a.revocation_log_retention != b.revocation_log_retention,
+        );
+        note("cache", self.cache != new.cache);
+        new.server = self.server.clone();
+        new.upstream = self.upstream.clone();
+        new.store = self.store.clone();
+        new.cache = self.cache;
+        (new, changed)
+    }
+
+    /// Files the config names (for `server.watch_config`): key material and the
+    /// admin token file.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        use crate::jwt::keys::KeySource;
+        let mut files = Vec::new();
+        match &self.jwt.source {
+            KeySource::SecretFile(p) | KeySource::PublicKeyFile(p) | KeySource::JwksFile(p) => {
+                files.push(p.clone())
+            }
+            KeySource::Remote(r) => files.extend(r.fallback.iter().chain(&r.ca_file).cloned()),
+            KeySource::Secret(_) | KeySource::SecretEnv(_) => {}
+        }
+        files.extend(self.admin.token_file.iter().cloned());
+        files
     }
 
     /// A short human summary, printed by `check-config`; `keys` says what the loaded
@@ -792,6 +909,40 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
     })
 }
 
+/// The fetch settings of a remote key set.
+fn remote(raw: &raw::Jwt, base: &Path, provider: Provider) -> Result<Remote, ConfigError> {
+    let seconds = |key: &str, n: u64, range: std::ops::RangeInclusive<u64>| {
+        if range.contains(&n) {
+            Ok(Duration::from_secs(n))
+        } else {
+            Err(ConfigError::new(
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    };
+    Ok(Remote {
+        provider,
+        fallback: raw.jwks_file.as_ref().map(|p| base.join(p)),
+        refresh: seconds(
+            "jwt.jwks_refresh_seconds",
+            raw.jwks_refresh_seconds,
+            30..=86_400,
+        )?,
+        min_refetch: seconds(
+            "jwt.jwks_min_refetch_seconds",
+            raw.jwks_min_refetch_seconds,
+            1..=3600,
+        )?,
+        fetch_timeout: seconds(
+            "jwt.jwks_fetch_timeout_seconds",
+            raw.jwks_fetch_timeout_seconds,
+            1..=60,
+        )?,
+        ca_file: raw.jwks_ca_file.as_ref().map(|p| base.join(p)),
+    })
+}
+
 fn jwt(raw: &raw::Jwt, base: &Path) -> Result<JwtConfig, ConfigError> {
     if raw.algorithms.is_empty() {
         return Err(ConfigError::new(
@@ -826,23 +977,29 @@ fn jwt(raw: &raw::Jwt, base: &Path) -> Result<JwtConfig, ConfigError> {
         raw.secret_file.is_some(),
         raw.secret_env.is_some(),
     ];
+    // jwks_file beside jwks_url is the fallback set, not a second source.
     let public_keys = [
         raw.public_key_file.is_some(),
-        raw.jwks_file.is_some(),
+        raw.jwks_file.is_some() && raw.jwks_url.is_none(),
         raw.jwks_url.is_some(),
+        raw.oidc_discovery_url.is_some(),
     ];
     let n_secret = secret_keys.iter().filter(|x| **x).count();
     let n_public = public_keys.iter().filter(|x| **x).count();
+    const ONE_OF: &str = "set exactly one of secret, secret_file, secret_env, public_key_file, jwks_file, jwks_url (with jwks_file as its fallback), oidc_discovery_url";
     if n_secret > 0 && n_public > 0 {
         return Err(ConfigError::new(
             "jwt",
-            "mixes an HMAC secret with public keys; set exactly one of secret, secret_file, secret_env, public_key_file, jwks_file, jwks_url",
+            format!("mixes an HMAC secret with public keys; {ONE_OF}"),
         ));
     }
     if n_secret + n_public > 1 {
+        return Err(ConfigError::new("jwt", ONE_OF));
+    }
+    if raw.jwks_ca_file.is_some() && raw.jwks_url.is_none() && raw.oidc_discovery_url.is_none() {
         return Err(ConfigError::new(
-            "jwt",
-            "set exactly one of secret, secret_file, secret_env, public_key_file, jwks_file, jwks_url",
+            "jwt.jwks_ca_file",
+            "is used only with jwt.jwks_url or jwt.oidc_discovery_url",
         ));
     }
     let first = algorithms[0];
@@ -872,17 +1029,18 @@ fn jwt(raw: &raw::Jwt, base: &Path) -> Result<JwtConfig, ConfigError> {
         }
     } else if let Some(p) = &raw.public_key_file {
         KeySource::PublicKeyFile(base.join(p))
+    } else if let Some(url) = &raw.jwks_url {
+        let url = check_key_url(url).map_err(|e| ConfigError::new("jwt.jwks_url", e))?;
+        KeySource::Remote(remote(raw, base, Provider::Jwks(url))?)
+    } else if let Some(url) = &raw.oidc_discovery_url {
+        let url = check_key_url(url).map_err(|e| ConfigError::new("jwt.oidc_discovery_url", e))?;
+        KeySource::Remote(remote(raw, base, Provider::Discovery(url))?)
     } else if let Some(p) = &raw.jwks_file {
         KeySource::JwksFile(base.join(p))
-    } else if raw.jwks_url.is_some() {
-        return Err(ConfigError::new(
-            "jwt.jwks_url",
-            "is not supported by this version yet; download the key set and use jwt.jwks_file",
-        ));
     } else {
         return Err(ConfigError::new(
             "jwt.algorithms",
-            format!("{first:?} needs jwt.public_key_file, jwt.jwks_file or jwt.jwks_url"),
+            format!("{first:?} needs jwt.public_key_file, jwt.jwks_file, jwt.jwks_url or jwt.oidc_discovery_url"),
         ));
     };
     if raw.user_claim.is_empty() {
@@ -1286,7 +1444,10 @@ fn admin(raw: &raw::Admin, base: &Path) -> Result<AdminConfig, ConfigError> {
             "the admin token is empty",
         ));
     }
-    Ok(AdminConfig { token })
+    Ok(AdminConfig {
+        token,
+        token_file: raw.token_file.as_ref().map(|p| base.join(p)),
+    })
 }
 
 impl fmt::Display for StoreBackend {

@@ -28,7 +28,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::app::App;
+use crate::app::{App, Policy};
 use crate::body::{self, Body};
 use crate::cache::Verdict;
 use crate::capture;
@@ -296,25 +296,27 @@ where
     B::Error: Into<body::BoxError>,
 {
     let started = Instant::now();
+    let policy = app.policy();
+    let scope = Scope::new(&app, &policy);
     let ctx = RequestContext::new(&conn.info, request.headers());
     let method = request.method().clone();
-    let (outcome, mut response) = match pipeline(&app, &conn, &ctx, request.map(body::boxed)).await
-    {
-        Ok(done) => done,
-        Err(refusal) => {
-            match &refusal {
-                Refusal::StoreUnavailable(e) => {
-                    tracing::error!(error = %e, "store unavailable; request refused")
+    let (outcome, mut response) =
+        match pipeline(&scope, &conn, &ctx, request.map(body::boxed)).await {
+            Ok(done) => done,
+            Err(refusal) => {
+                match &refusal {
+                    Refusal::StoreUnavailable(e) => {
+                        tracing::error!(error = %e, "store unavailable; request refused")
+                    }
+                    Refusal::Upstream(e) => tracing::warn!(error = %e, "upstream failure"),
+                    other => tracing::debug!(reason = %other, "request refused"),
                 }
-                Refusal::Upstream(e) => tracing::warn!(error = %e, "upstream failure"),
-                other => tracing::debug!(reason = %other, "request refused"),
+                if let Refusal::Upstream(e) = &refusal {
+                    app.metrics.upstream_error(e.label());
+                }
+                (refusal.outcome(), refusal.into_response())
             }
-            if let Refusal::Upstream(e) = &refusal {
-                app.metrics.upstream_error(e.label());
-            }
-            (refusal.outcome(), refusal.into_response())
-        }
-    };
+        };
     response.headers_mut().insert(X_REQUEST_ID, ctx.id);
     let elapsed = started.elapsed();
     app.metrics.request(outcome, elapsed);
@@ -324,7 +326,7 @@ where
 
 /// Steps 1 to 5; returns the metrics outcome with the response.
 async fn pipeline(
-    app: &App,
+    app: &Scope<'_>,
     conn: &ClientConn,
     ctx: &RequestContext<'_>,
     mut request: Request<Body>,
@@ -352,10 +354,43 @@ async fn pipeline(
     }
 }
 
+/// One request's view of tokengate: the shared state, and the policy (config, keys,
+/// header rules) in force when the request arrived, kept to its end even if a reload
+/// swaps in another meanwhile. Derefs to the [`App`].
+pub struct Scope<'a> {
+    app: &'a App,
+    /// The config of this request.
+    pub config: &'a crate::config::Config,
+    /// The verifier of this request.
+    pub verifier: &'a crate::jwt::Verifier,
+    /// The header rules of this request.
+    pub headers: &'a crate::proxy::HeaderPolicy,
+}
+
+impl<'a> Scope<'a> {
+    /// `app` under `policy`.
+    pub fn new(app: &'a App, policy: &'a Policy) -> Scope<'a> {
+        Scope {
+            app,
+            config: &policy.config,
+            verifier: &policy.verifier,
+            headers: &policy.headers,
+        }
+    }
+}
+
+impl std::ops::Deref for Scope<'_> {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        self.app
+    }
+}
+
 /// What forwarding a request needs: the shared state, the client connection (with its
 /// backend connection) and the request's context.
 struct Via<'a> {
-    app: &'a App,
+    app: &'a Scope<'a>,
     conn: &'a ClientConn,
     ctx: &'a RequestContext<'a>,
 }
@@ -414,7 +449,7 @@ enum Route<'a> {
 
 /// Step 3: routes match the raw path exactly, so an encoded or case variant of a
 /// tokengate route is just another protected path.
-fn route<'a, B>(app: &'a App, request: &Request<B>) -> Route<'a> {
+fn route<'a, B>(app: &'a Scope<'_>, request: &Request<B>) -> Route<'a> {
     let routes = &app.config.routes;
     let path = request.uri().path();
     if path == routes.logout {
@@ -452,7 +487,7 @@ fn route<'a, B>(app: &'a App, request: &Request<B>) -> Route<'a> {
 /// Step 4 for a protected route: the verdict on the request's token, from the verdict
 /// cache when it holds a current one (SPEC §9), else from the verifier and the store;
 /// a positive verdict from the store is cached for the next request.
-pub async fn authorize<B>(app: &App, request: &Request<B>) -> Result<Arc<Verdict>, Refusal> {
+pub async fn authorize<B>(app: &Scope<'_>, request: &Request<B>) -> Result<Arc<Verdict>, Refusal> {
     let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
     let key = app.cache.key(raw);
     if let Some(key) = &key {
@@ -475,7 +510,7 @@ pub async fn authorize<B>(app: &App, request: &Request<B>) -> Result<Arc<Verdict
 /// and live in the store right now; never from the cache, since these change state or
 /// show it.
 pub async fn authenticate<B>(
-    app: &App,
+    app: &Scope<'_>,
     request: &Request<B>,
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
     let raw = extract(request.headers(), &app.config.token_sources)?.ok_or(Refusal::NoToken)?;
@@ -483,8 +518,11 @@ pub async fn authenticate<B>(
 }
 
 /// A raw token, verified and live in the store right now.
-async fn verify_live(app: &App, raw: &str) -> Result<(VerifiedToken, Option<Session>), Refusal> {
-    let token = app.verifier.verify(raw)?;
+async fn verify_live(
+    app: &Scope<'_>,
+    raw: &str,
+) -> Result<(VerifiedToken, Option<Session>), Refusal> {
+    let token = app.verifier.verify_fresh(raw).await?;
     let session = check_live(app, &token).await?;
     Ok((token, session))
 }
@@ -493,7 +531,10 @@ async fn verify_live(app: &App, raw: &str) -> Result<(VerifiedToken, Option<Sess
 /// session): a token that came from a cookie must come with a same-site request
 /// (SPEC §10), since a browser sends cookies along with a foreign page's request. A
 /// header token is not affected: a browser does not send it cross-site unasked.
-async fn authenticate_change<B>(app: &App, request: &Request<B>) -> Result<VerifiedToken, Refusal> {
+async fn authenticate_change<B>(
+    app: &Scope<'_>,
+    request: &Request<B>,
+) -> Result<VerifiedToken, Refusal> {
     let (raw, source) = extract_with_source(request.headers(), &app.config.token_sources)?
         .ok_or(Refusal::NoToken)?;
     if matches!(source, TokenSource::Cookie(_)) && is_cross_site(request) {
@@ -544,7 +585,7 @@ fn host_name(authority: &str) -> &str {
 }
 
 /// Whether a verified token is live under the strategy, by the store.
-async fn check_live(app: &App, token: &VerifiedToken) -> Result<Option<Session>, Refusal> {
+async fn check_live(app: &Scope<'_>, token: &VerifiedToken) -> Result<Option<Session>, Refusal> {
     match app.strategy.check(token).await? {
         Liveness::Live(session) => Ok(session),
         Liveness::Dead(reason) => {
@@ -556,7 +597,7 @@ async fn check_live(app: &App, token: &VerifiedToken) -> Result<Option<Session>,
 
 /// `routes.logout` / `routes.logout_all`: POST with a live token; 204 once durable.
 async fn logout<B>(
-    app: &App,
+    app: &Scope<'_>,
     request: &Request<B>,
     all: bool,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
@@ -578,7 +619,7 @@ async fn logout<B>(
 
 /// `GET routes.sessions`: the caller's live sessions.
 async fn list_sessions<B>(
-    app: &App,
+    app: &Scope<'_>,
     request: &Request<B>,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -612,7 +653,7 @@ async fn list_sessions<B>(
 
 /// `DELETE routes.sessions/{id}`: revokes one of the caller's own sessions.
 async fn revoke_session<B>(
-    app: &App,
+    app: &Scope<'_>,
     request: &Request<B>,
     id: &str,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
@@ -723,7 +764,7 @@ struct Presented {
 /// Reads, verifies and checks the refresh token a request presents; a request without
 /// a live one is refused and never reaches the backend.
 async fn presented_refresh(
-    app: &App,
+    app: &Scope<'_>,
     source: &capture::CaptureSource,
     request: Request<Body>,
 ) -> Result<(Request<Body>, Presented), Refusal> {
@@ -735,7 +776,7 @@ async fn presented_refresh(
             return Err(Refusal::NoToken);
         }
     };
-    let token = app.verifier.verify(&raw)?;
+    let token = app.verifier.verify_fresh(&raw).await?;
     match app.strategy.check_as(&token, TokenKind::Refresh).await? {
         Liveness::Live(session) => Ok((
             request,
@@ -755,7 +796,7 @@ async fn presented_refresh(
 /// stored (logged and counted; the response still goes back), else the session it went
 /// into (`Some(None)`: verified, and the strategy needs no row).
 async fn admit_captured(
-    app: &App,
+    app: &Scope<'_>,
     route: &CaptureRoute,
     meta: &SessionMeta,
     found: Result<String, capture::CaptureMiss>,
@@ -779,7 +820,7 @@ async fn admit_captured(
             return None;
         }
     };
-    let token = match app.verifier.verify(&raw) {
+    let token = match app.verifier.verify_fresh(&raw).await {
         Ok(token) => token,
         Err(e) => {
             app.metrics.capture(label("invalid", "refresh_invalid"));

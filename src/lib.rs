@@ -14,7 +14,9 @@
 //! # Layout
 //! - [`cli`]: subcommands (serve, check-config, tokens, prune, demo).
 //! - [`config`]: the TOML file → a validated [`config::Config`], every error at load.
-//! - [`jwt`]: keys and verification → a [`jwt::VerifiedToken`].
+//! - [`jwt`]: verification → a [`jwt::VerifiedToken`]; where keys come from and the
+//!   current set (`jwt/keys.rs`, a provider's JWKS refreshed in the background), and
+//!   fetching a provider's documents (`jwt/fetch.rs`).
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
 //! - [`revocations`]: the one door for revoking, listing sessions and pruning: the
@@ -31,8 +33,10 @@
 //! - [`admin`]: health, readiness, metrics.
 //! - [`server`]: listeners, graceful shutdown, background prune.
 //! - [`connection`]: what one client connection may hold: a place in its listener's
-//!   budget, a deadline for its first request.
-//! - [`app`]: the immutable shared state built at start.
+//!   budget, a deadline for its first request, an idle timeout.
+//! - [`app`]: the shared state: what is built once at start, and the policy (config,
+//!   keys, header rules) a reload swaps.
+//! - [`reload`]: SIGHUP and `server.watch_config`.
 //! - [`body`], [`metrics`], [`timefmt`]: small shared pieces.
 //! - [`demo`]: the walkthrough's sample backend.
 
@@ -55,6 +59,7 @@ pub mod gate;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod revocations;
 pub mod server;
 pub mod store;

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::jwt::keys::KeyMetrics;
+
 type Labels = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
@@ -136,6 +138,9 @@ pub struct Metrics {
     revocation_lag: Histogram,
     feed_errors: Counter,
     feed_stale: Gauge,
+    /// What a key set fetched from a provider counts (SPEC §11).
+    pub jwks: KeyMetrics,
+    config_reloads: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -224,7 +229,37 @@ impl Metrics {
             "1 while the feed is not current and cached verdicts are bypassed",
             feed_stale.clone(),
         );
+        let jwks_refresh = Family::<Labels, Counter>::default();
+        registry.register(
+            "jwks_refresh",
+            "Fetches of the identity provider's key set, by result",
+            jwks_refresh.clone(),
+        );
+        // Both series exist from the start (a failure shows as a 0 turning 1); the
+        // counters are shared handles, counted into by jwt::keys.
+        // One statement each: get_or_create's read guard must be gone before the next
+        // call takes the family's write lock.
+        let refresh_ok = jwks_refresh.get_or_create(&[("result", "ok")]).clone();
+        let refresh_error = jwks_refresh.get_or_create(&[("result", "error")]).clone();
+        let jwks = KeyMetrics {
+            refresh_ok,
+            refresh_error,
+            keys: Gauge::default(),
+        };
+        registry.register(
+            "jwks_keys",
+            "Keys in the current key set fetched from the identity provider",
+            jwks.keys.clone(),
+        );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, server.watch_config), by result",
+            config_reloads.clone(),
+        );
         Metrics {
+            config_reloads,
+            jwks,
             registry,
             cache_hits,
             cache_misses,
@@ -286,6 +321,14 @@ impl Metrics {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.feed_stale.set(i64::from(stale));
+    }
+
+    /// Counts a config reload.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     /// Counts a capture attempt (`stored`, or why not).

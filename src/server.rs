@@ -10,7 +10,7 @@
 //! due within `server.header_read_timeout_seconds` of accept, an idle timeout
 //! (`server.idle_timeout_seconds`) after it, and on HTTP/2 a bound on concurrent
 //! streams and keep-alive pings. The background prune and the revocation feed reader
-//! run beside them.
+//! run beside them (a provider's key set refreshes itself: [`crate::jwt::keys`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,7 +53,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let grace = app.config.server.shutdown_grace;
+    // [server] and [upstream] take effect at start only (a reload keeps them).
+    let boot = app.policy();
+    let grace = boot.config.server.shutdown_grace;
 
     let pruner = tokio::spawn(prune_loop(app.clone(), stop_rx.clone()));
     let feed = app
@@ -64,16 +66,16 @@ pub async fn run(
         let limits = Limits {
             name: "public",
             grace,
-            http2_max_streams: app.config.server.http2_max_streams,
-            max_connections: app.config.server.max_connections,
-            header_read_timeout: app.config.server.header_read_timeout,
-            idle_timeout: app.config.server.idle_timeout,
-            write_timeout: app.config.upstream.timeout,
+            http2_max_streams: boot.config.server.http2_max_streams,
+            max_connections: boot.config.server.max_connections,
+            header_read_timeout: boot.config.server.header_read_timeout,
+            idle_timeout: boot.config.server.idle_timeout,
+            write_timeout: boot.config.upstream.timeout,
         };
         tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
             let app = app.clone();
             let conn = Arc::new(ClientConn {
-                info: ConnInfo::new(peer, app.headers.is_trusted(peer.ip())),
+                info: ConnInfo::new(peer, app.policy().headers.is_trusted(peer.ip())),
                 upstream: app.upstream.link(),
             });
             service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
@@ -86,9 +88,9 @@ pub async fn run(
             grace,
             http2_max_streams: ADMIN_HTTP2_MAX_STREAMS,
             max_connections: ADMIN_MAX_CONNECTIONS,
-            header_read_timeout: app.config.server.header_read_timeout,
-            idle_timeout: app.config.server.idle_timeout,
-            write_timeout: app.config.upstream.timeout,
+            header_read_timeout: boot.config.server.header_read_timeout,
+            idle_timeout: boot.config.server.idle_timeout,
+            write_timeout: boot.config.upstream.timeout,
         };
         tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
             let app = app.clone();
@@ -268,7 +270,7 @@ where
 
 /// Deletes expired rows every `store.prune_interval_seconds`.
 async fn prune_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let interval = app.config.store.prune_interval;
+    let interval = app.policy().config.store.prune_interval;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

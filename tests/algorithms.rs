@@ -328,6 +328,7 @@ async fn a_jwk_set_verifies_every_key_it_holds() {
         let token = mint_with(Algorithm::RS256, &key, &claims("erin"), Some(kid));
         let verified = gate
             .app
+            .policy()
             .verifier
             .verify(&token)
             .unwrap_or_else(|e| panic!("{kid}: {e}"));

@@ -52,7 +52,12 @@ async fn a_simplejwt_refresh_token_is_refused_everywhere_when_access_is_required
         let challenge = r.header("www-authenticate").unwrap();
         assert!(challenge.contains("token_type"), "{strategy}: {challenge}");
         // Out of band too.
-        let e = gate.app.verifier.verify(&refresh_token).unwrap_err();
+        let e = gate
+            .app
+            .policy()
+            .verifier
+            .verify(&refresh_token)
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "the token lacks the required claim \"token_type\" (jwt.required_claims)"
@@ -62,7 +67,7 @@ async fn a_simplejwt_refresh_token_is_refused_everywhere_when_access_is_required
         // captured or registered first).
         let access = with_type("alice", "access");
         if strategy == "allowlist" {
-            let verified = gate.app.verifier.verify(&access).unwrap();
+            let verified = gate.app.policy().verifier.verify(&access).unwrap();
             gate.app
                 .strategy
                 .admit(&verified, Default::default())
@@ -78,9 +83,9 @@ async fn a_simplejwt_refresh_token_is_refused_everywhere_when_access_is_required
         let listed = mint(
             &json!({"sub": "bob", "iat": now(), "exp": now() + 600, "token_type": ["x", "access"]}),
         );
-        assert!(gate.app.verifier.verify(&listed).is_ok());
+        assert!(gate.app.policy().verifier.verify(&listed).is_ok());
         let other = with_type("bob", "id");
-        assert!(gate.app.verifier.verify(&other).is_err());
+        assert!(gate.app.policy().verifier.verify(&other).is_err());
         // /logout with a refresh token is refused as well.
         let r = post_with(&gate.url("/logout"), &refresh_token).await;
         assert_refusal(&r, 401);

@@ -69,7 +69,7 @@ async fn token_with_email(gate: &Gate, user: &str, email: &str) -> String {
     let mut c = claims(user);
     c["email"] = json!(email);
     let token = mint(&c);
-    let verified = gate.app.verifier.verify(&token).unwrap();
+    let verified = gate.app.policy().verifier.verify(&token).unwrap();
     gate.app
         .strategy
         .admit(&verified, Default::default())
@@ -365,7 +365,7 @@ async fn a_backend_that_refuses_the_connection_gets_502() {
     let gate = Gate::start_config(&backend, &config_with_upstream(&dead.to_string())).await;
     // A token the gate knows (the capture route cannot reach the backend).
     let token = mint(&claims("alice"));
-    let verified = gate.app.verifier.verify(&token).unwrap();
+    let verified = gate.app.policy().verifier.verify(&token).unwrap();
     gate.app
         .strategy
         .admit(&verified, Default::default())
@@ -395,7 +395,7 @@ async fn a_backend_that_hangs_up_without_answering_gets_502() {
     });
     let gate = Gate::start_config(&backend, &config_with_upstream(&rude.to_string())).await;
     let token = mint(&claims("alice"));
-    let verified = gate.app.verifier.verify(&token).unwrap();
+    let verified = gate.app.policy().verifier.verify(&token).unwrap();
     gate.app
         .strategy
         .admit(&verified, Default::default())

@@ -185,7 +185,7 @@ async fn a_token_registered_directly_through_the_strategy_passes() {
     let token = mint(&claims("dave"));
     assert_refused(&gate, &backend, &token).await;
 
-    let verified = gate.app.verifier.verify(&token).unwrap();
+    let verified = gate.app.policy().verifier.verify(&token).unwrap();
     let meta = SessionMeta {
         user_agent: Some("out-of-band".into()),
         client_addr: None,

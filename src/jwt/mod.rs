@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 
 use crate::store::TokenHash;
 
+pub mod fetch;
 pub mod keys;
 
 pub use keys::{KeyError, KeySet, KeySource, Keys};
@@ -229,9 +230,30 @@ impl Verifier {
         self.keys.settings()
     }
 
-    /// Verifies a compact JWS as of now.
+    /// Verifies a compact JWS as of now, against the keys held now.
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         self.verify_at(token, now())
+    }
+
+    /// [`Verifier::verify`], and when the keys come from a provider and none of them
+    /// verified the token (an unknown `kid`, or a failed signature, as after a key
+    /// rotated under the same `kid`): once more after the provider's set was fetched
+    /// again, or after the fetch in flight ended (SPEC §11). The refetch is bounded by
+    /// `jwt.jwks_min_refetch_seconds`, so a flood of made-up kids costs one fetch.
+    pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let seen = self.keys.generation();
+        match self.verify(token) {
+            Err(e @ (VerifyError::UnknownKey | VerifyError::Signature))
+                if self.keys.is_remote() =>
+            {
+                if self.keys.refetch_after(seen).await {
+                    self.verify(token)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
     }
 
     /// Verifies a compact JWS as of `now` (unix seconds); used by tests for time rules.

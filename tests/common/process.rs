@@ -186,6 +186,11 @@ impl Served {
         }
     }
 
+    /// The child's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The URL of a path on the public listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
