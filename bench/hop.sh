@@ -64,22 +64,33 @@
 #   BENCH_SETUPS (all)  BENCH_PORT_BASE (18100: uses BASE+1 .. BASE+30)
 #   BENCH_PG_URL (postgres://postgres@127.0.0.1:5432/test; a schema bench_hop_PID is
 #   created in it and dropped at exit)   BENCH_NO_BUILD=1 (use the existing binaries)
+#   BENCH_OPEN_RATE (10000 req/s; 0 = skip) BENCH_OPEN_SECONDS (5): the open-loop runs
+#   (below) of direct, nginx, public and hs256 at that fixed rate.
 #   BENCH_QUICK=1 changes the defaults to 1 s, 1 round, no warm-up, 1k tokens, 20k
-#   distinct tokens, no 1M setup.
+#   distinct tokens, no 1M setup, open loop at 2000 req/s for 1 s.
+#
+#   Then, open loop: wrk's closed loop keeps the proxy's core saturated, so its p99 is
+#   queueing. For the latency a hop adds, direct, nginx, public and hs256 also get
+#   BENCH_OPEN_RATE requests per second (examples/soak.rs `drive --plain`, 64
+#   connections, on core 1), whatever the answers take; latency counts from each
+#   request's hand-over to its connection (waits behind slow answers count); p50, p99, p99.9 and the p99
+#   added over direct.
 #
 # OUTPUT
-#   Progress and per-round figures on stderr; on stdout a markdown table (medians) that
-#   can be pasted into the README, with the machine and the settings under it.
+#   Progress and per-round figures on stderr; on stdout markdown tables (medians) that
+#   can be pasted into the README, with the machine and the settings under them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  D_SECONDS=1 D_ROUNDS=1 D_WARMUP=0 D_TOKENS=1000 D_DISTINCT=20000 D_BIG=0
+  D_SECONDS=1 D_ROUNDS=1 D_WARMUP=0 D_TOKENS=1000 D_DISTINCT=20000 D_BIG=0 D_OPEN_RATE=2000 D_OPEN_SECS=1
 else
-  D_SECONDS=5 D_ROUNDS=3 D_WARMUP=1 D_TOKENS=10000 D_DISTINCT=200000 D_BIG=1000000
+  D_SECONDS=5 D_ROUNDS=3 D_WARMUP=1 D_TOKENS=10000 D_DISTINCT=200000 D_BIG=1000000 D_OPEN_RATE=10000 D_OPEN_SECS=5
 fi
+OPEN_RATE=${BENCH_OPEN_RATE:-$D_OPEN_RATE}
+OPEN_SECS=${BENCH_OPEN_SECONDS:-$D_OPEN_SECS}
 SECS=${BENCH_SECONDS:-$D_SECONDS}
 ROUNDS=${BENCH_ROUNDS:-$D_ROUNDS}
 WARMUP=${BENCH_WARMUP:-$D_WARMUP}
@@ -100,6 +111,7 @@ SECRET="bench-hmac-secret-0123456789abcdef-0123456789abcdef"
 TG=$ROOT/target/release/tokengate
 ECHO_BIN=$ROOT/target/release/examples/bench_echo
 TOKENS_BIN=$ROOT/target/release/examples/bench_tokens
+SOAK_BIN=$ROOT/target/release/examples/soak
 LUA=$ROOT/bench/rotate_tokens.lua
 CLK_TCK=$(getconf CLK_TCK)
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -156,9 +168,9 @@ SETUPS=$(echo "$SETUPS" | xargs)
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "building (cargo build --release)"
   nice cargo build --release --locked --quiet --bin tokengate \
-    --example bench_echo --example bench_tokens
+    --example bench_echo --example bench_tokens --example soak
 fi
-for b in "$TG" "$ECHO_BIN" "$TOKENS_BIN"; do [ -x "$b" ] || die "$b is missing (build first)"; done
+for b in "$TG" "$ECHO_BIN" "$TOKENS_BIN" "$SOAK_BIN"; do [ -x "$b" ] || die "$b is missing (build first)"; done
 
 # --- processes and cleanup -------------------------------------------------------------
 WORK=$(mktemp -d -t tokengate-hop.XXXXXX)
@@ -473,6 +485,34 @@ for round in $(seq "$ROUNDS"); do
   for setup in $SETUPS; do measure "$setup" "$round"; done
 done
 
+# --- open loop -------------------------------------------------------------------------
+# wrk's closed loop saturates the proxy's core, so its p99 is queueing. The latency a hop
+# adds shows at a fixed rate below saturation: the soak driver's --plain mode sends
+# OPEN_RATE GETs per second on 64 connections whatever the answers take, and counts
+# latency from each request's hand-over to its connection.
+OPEN_RESULTS=$WORK/open.txt; : >"$OPEN_RESULTS"
+OPEN_SETUPS=""
+for s in direct nginx public hs256; do has_setup "$s" && OPEN_SETUPS="$OPEN_SETUPS $s"; done
+if [ "$OPEN_RATE" -gt 0 ] && [ -n "$OPEN_SETUPS" ]; then
+  log "open loop: $OPEN_RATE req/s for ${OPEN_SECS} s per setup:$OPEN_SETUPS ($ROUNDS round(s))"
+  for round in $(seq "$ROUNDS"); do
+    for setup in $OPEN_SETUPS; do
+      inst=$(instance_of "$setup")
+      wait_quiet
+      [ -z "$inst" ] || resume "$inst"
+      read -r url _ file <<<"$(setup_target "$setup")"
+      hostport=${url#http://}; path=/${hostport#*/}; hostport=${hostport%%/*}
+      line=$(taskset -c 1 "$SOAK_BIN" drive --proxy "$hostport" --plain "$path" --bearer "$(head -1 "$file")" \
+        --rate "$OPEN_RATE" --seconds "$OPEN_SECS" 2>&1 | awk '$1 ~ /s$/ && NF == 10 { l = $0 } /errors [0-9]+,/ { e = $3 } END { print l, e }')
+      # "time requests req/s p50 p99 p99.9 errors violations rss fds errors,"
+      read -r _ _ rate p50 p99 p999 _ _ _ _ errors <<<"$line"
+      echo "$setup $round $rate $p50 $p99 $p999 ${errors%,}" >>"$OPEN_RESULTS"
+      log "open loop round $round $setup: $rate req/s  p50 $p50 ms  p99 $p99 ms  p99.9 $p999 ms  errors ${errors%,}"
+      [ -z "$inst" ] || pause "$inst"
+    done
+  done
+fi
+
 # --- table -----------------------------------------------------------------------------
 median() { # column setup -> median of that column over the rounds ("-" if none)
   awk -v c="$1" -v s="$2" '$1 == s && $c != "-" { print $c }' "$RESULTS" | sort -g \
@@ -508,5 +548,21 @@ echo "Verdict cache: $CACHE_TEXT. Machine: $(nproc) cores, ${CPU_MODEL:-unknown 
 if awk '$11 != 0 || $12 != 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
   echo
   echo "**Warning**: some runs had non-2xx responses or socket errors (see stderr); their figures are not comparable."
+fi
+if [ -s "$OPEN_RESULTS" ]; then
+  open_median() { awk -v c="$1" -v s="$2" '$1 == s { print $c }' "$OPEN_RESULTS" | sort -g \
+    | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  DIRECT_OPEN_P99=$(open_median 5 direct)
+  echo
+  echo "Open loop at $OPEN_RATE req/s (the soak driver's --plain mode on 64 connections, ${OPEN_SECS} s per run, medians of $ROUNDS round(s); latency from each request's hand-over to its connection, waits behind slower answers included):"
+  echo
+  echo "| setup | req/s | p50 ms | p99 ms | p99.9 ms | p99 over direct, ms | errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  for setup in $OPEN_SETUPS; do
+    p99=$(open_median 5 "$setup"); added=n/a
+    if [ "$DIRECT_OPEN_P99" != - ] && [ "$setup" != direct ]; then added=$(awk -v a="$p99" -v b="$DIRECT_OPEN_P99" 'BEGIN { printf "%+.2f", a - b }'); fi
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$setup")" "$(fmt "$(open_median 3 "$setup")" %.0f)" \
+      "$(fmt "$(open_median 4 "$setup")" %.2f)" "$(fmt "$p99" %.2f)" "$(fmt "$(open_median 6 "$setup")" %.2f)" "$added" "$(open_median 7 "$setup")"
+  done
 fi
 for n in "${NOTES[@]}"; do echo; echo "Note: $n"; done

@@ -8,7 +8,15 @@
 //! soak drive --proxy HOST:PORT --pid PID --tokengate BIN --config FILE
 //!            [--seconds 600] [--rate N | --rate-share 0.8] [--report-seconds 30]
 //!            [--staleness-ms 100]
+//! soak drive --proxy HOST:PORT --plain PATH [--bearer TOKEN] --rate N [--seconds S]
 //! ```
+//!
+//! With `--plain`, the driver is only an open-loop load at a fixed rate: every tick a
+//! GET of PATH (with the bearer token, if given) that must answer 200, and latency
+//! quantiles (what `bench/hop.sh` uses for the latency a proxy adds at a given rate,
+//! which a closed loop such as wrk's cannot show). Latency counts from the moment a tick
+//! is handed to its connection's queue: a request waiting behind a slow answer counts
+//! that wait (no coordinated omission); ticks are dealt every millisecond.
 //!
 //! `drive` first measures the proxy's maximum rate (closed loop, 64 connections, 10 s
 //! of authenticated GETs), then runs open loop at `--rate-share` of it (or at `--rate`).
@@ -149,6 +157,14 @@ struct Drive {
     rate_share: f64,
     report: Duration,
     staleness: Duration,
+    plain: Option<Plain>,
+}
+
+/// `--plain`: one GET, the same every tick.
+#[derive(Clone)]
+struct Plain {
+    path: String,
+    bearer: Option<String>,
 }
 
 impl Drive {
@@ -163,7 +179,9 @@ impl Drive {
             rate_share: 0.8,
             report: Duration::from_secs(30),
             staleness: Duration::from_millis(100),
+            plain: None,
         };
+        let mut bearer = None;
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -184,10 +202,25 @@ impl Drive {
                 }
                 "--report-seconds" => drive.report = Duration::from_secs(number()?.max(1)),
                 "--staleness-ms" => drive.staleness = Duration::from_millis(number()?),
+                "--plain" => {
+                    drive.plain = Some(Plain {
+                        path: value.clone(),
+                        bearer: None,
+                    })
+                }
+                "--bearer" => bearer = Some(value.clone()),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
-        if drive.proxy.port() == 0 || drive.pid == 0 || drive.tokengate.is_empty() {
+        if let Some(plain) = &mut drive.plain {
+            plain.bearer = bearer;
+            if drive.proxy.port() == 0 || drive.rate.is_none() {
+                return Err("--plain needs --proxy and --rate".into());
+            }
+            if drive.report > Duration::from_secs(drive.seconds) {
+                drive.report = Duration::from_secs(drive.seconds.max(1));
+            }
+        } else if drive.proxy.port() == 0 || drive.pid == 0 || drive.tokengate.is_empty() {
             return Err("--proxy, --pid, --tokengate and --config are required".into());
         }
         Ok(drive)
@@ -195,6 +228,13 @@ impl Drive {
 
     async fn run(self) -> i32 {
         let addr = self.proxy;
+        if let (Some(plain), Some(rate)) = (&self.plain, self.rate) {
+            let state = Arc::new(State {
+                plain: Some(plain.clone()),
+                ..State::default()
+            });
+            return drive_open_loop(addr, &self, &state, rate).await;
+        }
         let state = Arc::new(State::default());
         let mut conn = Conn::new(addr);
         for i in 0..200 {
@@ -230,6 +270,8 @@ impl Drive {
 /// What the load knows, shared by its tasks.
 #[derive(Default)]
 struct State {
+    /// `--plain`: every tick is this GET.
+    plain: Option<Plain>,
     live: Mutex<Vec<String>>,
     /// Tokens taken out of the live set to be revoked: a request that picked one just
     /// before may be refused.
@@ -414,11 +456,21 @@ async fn measure_max(addr: SocketAddr, state: &Arc<State>) -> u64 {
 }
 
 /// One request tick of the mix (see the module doc).
-/// Latency counts from `due`, the tick's place in the schedule, so that a tick that
-/// waited for a free connection shows it.
+/// Latency counts from `due`, when the tick was handed to this connection, so that a
+/// tick that waited for a free connection shows it.
 async fn tick(conn: &mut Conn, state: &State, n: u64, due: Instant) {
     let slot = n % 100;
-    if slot == 0 {
+    if let Some(plain) = &state.plain {
+        let token = plain.bearer.as_deref();
+        match conn
+            .send(Method::GET, &plain.path, token, Bytes::new())
+            .await
+        {
+            Ok((StatusCode::OK, _)) => {}
+            Ok((status, _)) => state.error(&format!("{} answered {status}", plain.path)),
+            Err(e) => state.error(&format!("request: {e}")),
+        }
+    } else if slot == 0 {
         match login(conn, &format!("u{}", n % 1000)).await {
             Ok(token) => {
                 count(&state.counts.logins);
@@ -551,7 +603,9 @@ async fn drive_open_loop(addr: SocketAddr, drive: &Drive, state: &Arc<State>, ra
     let mut next_report = start + drive.report;
     let mut last_requests = 0;
     let mut rss_samples = Vec::new();
-    println!("  time   requests    req/s   p50 ms   p99 ms  errors  violations  RSS MiB  fds");
+    println!(
+        "  time   requests    req/s   p50 ms   p99 ms p99.9 ms  errors  violations  RSS MiB  fds"
+    );
     let mut n = 0u64;
     let mut interval = tokio::time::interval(Duration::from_millis(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -560,8 +614,10 @@ async fn drive_open_loop(addr: SocketAddr, drive: &Drive, state: &Arc<State>, ra
         let now = Instant::now();
         let due = ((now - start).as_secs_f64() / period.as_secs_f64()) as u64;
         while n < due {
-            let at = start + period.mul_f64(n as f64);
-            if queues[n as usize % CONNECTIONS].try_send((n, at)).is_err() {
+            // Latency counts from here: the moment the tick is handed to its connection,
+            // so waiting behind a slow answer on that connection counts, but the timer's
+            // millisecond granularity (ticks are dealt in 1 ms batches) does not.
+            if queues[n as usize % CONNECTIONS].try_send((n, now)).is_err() {
                 count(&state.counts.late);
             }
             n += 1;
@@ -578,12 +634,13 @@ async fn drive_open_loop(addr: SocketAddr, drive: &Drive, state: &Arc<State>, ra
             let (rss, fds) = proc_usage(drive.pid);
             rss_samples.push(rss);
             println!(
-                "{:>5.0}s {:>10} {:>8.0} {:>8.2} {:>8.2} {:>7} {:>11} {:>8.1} {:>4}",
+                "{:>5.0}s {:>10} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>11} {:>8.1} {:>4}",
                 (now - start).as_secs_f64(),
                 requests,
                 (requests - last_requests) as f64 / drive.report.as_secs_f64(),
                 quantile(0.5),
                 quantile(0.99),
+                quantile(0.999),
                 state.counts.errors.load(Ordering::Relaxed),
                 state.counts.violations.load(Ordering::Relaxed),
                 rss as f64 / 1024.0,
