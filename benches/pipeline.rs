@@ -153,7 +153,7 @@ fn setup(alg: Algorithm) -> Setup {
                 .unwrap();
         }
         let conn = Arc::new(ClientConn {
-            info: ConnInfo::new("127.0.0.1:40000".parse().unwrap(), false),
+            info: ConnInfo::new("127.0.0.1:40000".parse().unwrap(), false, false),
             upstream: app.upstream.link(),
         });
         (app, conn)
@@ -261,7 +261,7 @@ fn pipeline(c: &mut Criterion) {
             config.cache.enabled = false;
             let app = App::open(config).await.unwrap();
             let conn = Arc::new(ClientConn {
-                info: ConnInfo::new("127.0.0.1:40001".parse().unwrap(), false),
+                info: ConnInfo::new("127.0.0.1:40001".parse().unwrap(), false, false),
                 upstream: app.upstream.link(),
             });
             (app, conn)

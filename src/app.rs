@@ -22,8 +22,10 @@ use crate::proxy::{HeaderPolicy, Upstream};
 use crate::revocations::Revocations;
 use crate::store::{self, SharedStore, StoreError};
 use crate::strategy::Strategy;
+use crate::transport::Tls;
 
-/// What a reload may change: the config, the keys it names, the header rules.
+/// What a reload may change: the config, the keys it names, the header rules, the
+/// listener's certificates.
 #[derive(Debug)]
 pub struct Policy {
     /// The validated configuration (its restart-only keys as at start).
@@ -32,6 +34,8 @@ pub struct Policy {
     pub verifier: Verifier,
     /// Header rules from `[forward]`.
     pub headers: HeaderPolicy,
+    /// The public listener's TLS (`server.tls_*`), certificates as last read.
+    pub tls: Option<Tls>,
 }
 
 /// Everything a request handler needs.
@@ -65,6 +69,9 @@ pub enum OpenError {
     /// The keys named by `[jwt]` could not be loaded.
     #[error("config error: {0}")]
     Keys(#[from] KeyError),
+    /// A file the config names (a certificate) could not be used.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The store could not be opened.
     #[error("store error: {0}")]
     Store(#[from] StoreError),
@@ -106,14 +113,16 @@ impl App {
             }
             KeyLoading::Skip => Arc::new(Keys::unloaded(Arc::new(settings))),
         };
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose()?;
         let store = store::open(&config.store.backend).await?;
-        Ok(App::build(config, keys, store, metrics))
+        Ok(App::build(config, keys, tls, store, metrics))
     }
 
     /// Builds the shared state around loaded keys and an opened store.
     fn build(
         config: Config,
         keys: Arc<Keys>,
+        tls: Option<Tls>,
         store: SharedStore,
         metrics: Arc<Metrics>,
     ) -> Arc<App> {
@@ -130,7 +139,7 @@ impl App {
         let strategy = Strategy::new(config.store.strategy, store);
         let retention = config.store.revocation_log_retention.as_millis();
         let upstream = Upstream::new(&config.upstream);
-        let policy = policy(config, keys, &cache);
+        let policy = policy(config, keys, tls, &cache);
         Arc::new(App {
             revocations: Revocations::new(
                 strategy.clone(),
@@ -151,7 +160,7 @@ impl App {
         self.policy.load_full()
     }
 
-    /// Re-reads the config file at `path` and every file it names, validates them as a
+    /// Re-reads the config file at `path` and every file it names (keys, certificates), validates them as a
     /// start would (a provider's key set is fetched again), and swaps the new policy in
     /// for the requests that arrive from now on; connections stay open. On any error
     /// the current policy stays. Keys that need a restart keep their current values and
@@ -166,8 +175,9 @@ impl App {
             self.metrics.jwks.clone(),
         )
         .await?;
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose()?;
         self.cache.set_leeway(keys.settings().leeway as i64);
-        let policy = policy(config, keys, &self.cache);
+        let policy = policy(config, keys, tls, &self.cache);
         self.policy.store(Arc::new(policy));
         self.cache.flush();
         Ok(Reloaded { needs_restart })
@@ -191,13 +201,14 @@ impl App {
 /// long as the policy lives, and each change of it flushes the verdict cache (a verdict
 /// was given under the keys of its time: a key removed, or replaced under its kid,
 /// must stop passing at once).
-fn policy(config: Config, keys: Arc<Keys>, cache: &Arc<VerdictCache>) -> Policy {
+fn policy(config: Config, keys: Arc<Keys>, tls: Option<Tls>, cache: &Arc<VerdictCache>) -> Policy {
     keys.on_change({
         let cache = cache.clone();
         move || cache.flush()
     });
     Keys::spawn_refresh(&keys);
     Policy {
+        tls,
         headers: HeaderPolicy::new(&config.forward),
         verifier: Verifier::new(keys),
         config,

@@ -95,7 +95,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             problem: problem.into(),
@@ -175,6 +175,9 @@ pub mod raw {
         pub idle_timeout_seconds: u64,
         pub max_connections: usize,
         pub watch_config: bool,
+        pub tls_cert_file: Option<PathBuf>,
+        pub tls_key_file: Option<PathBuf>,
+        pub tls_client_ca_file: Option<PathBuf>,
     }
 
     impl Default for Server {
@@ -188,6 +191,9 @@ pub mod raw {
                 idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 watch_config: false,
+                tls_cert_file: None,
+                tls_key_file: None,
+                tls_client_ca_file: None,
             }
         }
     }
@@ -436,6 +442,21 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Reload when the config file (or a file it names) changes, as on SIGHUP.
     pub watch_config: bool,
+    /// HTTPS on the public listener (SPEC §12).
+    pub tls: Option<ServerTls>,
+}
+
+/// `server.tls_*`: the public listener's certificate, and the CA of client certificates
+/// when they are required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `server.tls_cert_file`: the certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// `server.tls_key_file`: its private key, PEM.
+    pub key_file: PathBuf,
+    /// `server.tls_client_ca_file`: clients must present a certificate signed by one of
+    /// these CAs (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[upstream]`, parsed.
@@ -605,6 +626,7 @@ impl Config {
                 n => n,
             },
             watch_config: raw.server.watch_config,
+            tls: server_tls(&raw.server, base)?,
             http2_max_streams: match raw.server.http2_max_streams {
                 n @ 1..=MAX_HTTP2_STREAMS => n,
                 _ => {
@@ -661,8 +683,8 @@ impl Config {
     /// For a reload: the keys of `new` that differ from `self` but take effect only at
     /// a restart (the listeners, the store, the verdict cache, the backend connection
     /// pool), and `new` with those kept at their current values. Everything else
-    /// (`[jwt]`, `[token]`, `[[capture]]`, `[routes]`, `[forward]`, `[admin]`) is
-    /// reloaded.
+    /// (`[jwt]`, `[token]`, `[[capture]]`, `[routes]`, `[forward]`, `[admin]`, and the
+    /// certificate files of `server.tls_*`) is reloaded.
     pub fn keep_restart_only(&self, mut new: Config) -> (Config, Vec<&'static str>) {
         let mut changed = Vec::new();
         let mut note = |name: &'static str, differs: bool| {
@@ -694,6 +716,13 @@ impl Config {
             a.max_connections != b.max_connections,
         );
         note("server.watch_config", a.watch_config != b.watch_config);
+        // The certificate files are reloaded; turning HTTPS on or off is not.
+        let tls = if a.tls.is_some() == b.tls.is_some() {
+            b.tls.clone()
+        } else {
+            note("server.tls_cert_file", true);
+            a.tls.clone()
+        };
         let (a, b) = (&self.upstream, &new.upstream);
         note("upstream.url", a.url != b.url);
         note(
@@ -729,7 +758,10 @@ impl Config {
             a.revocation_log_retention != b.revocation_log_retention,
         );
         note("cache", self.cache != new.cache);
-        new.server = self.server.clone();
+        new.server = ServerConfig {
+            tls,
+            ..self.server.clone()
+        };
         new.upstream = self.upstream.clone();
         new.store = self.store.clone();
         new.cache = self.cache;
@@ -749,6 +781,11 @@ impl Config {
             KeySource::Secret(_) | KeySource::SecretEnv(_) => {}
         }
         files.extend(self.admin.token_file.iter().cloned());
+        if let Some(tls) = &self.server.tls {
+            files.push(tls.cert_file.clone());
+            files.push(tls.key_file.clone());
+            files.extend(tls.client_ca_file.iter().cloned());
+        }
         files
     }
 
@@ -907,6 +944,30 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
         )?,
         timeout: nonzero("upstream.timeout_seconds", raw.timeout_seconds)?,
     })
+}
+
+/// `server.tls_*`: both files or neither; a client CA only with them.
+fn server_tls(raw: &raw::Server, base: &Path) -> Result<Option<ServerTls>, ConfigError> {
+    match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTls {
+            cert_file: base.join(cert),
+            key_file: base.join(key),
+            client_ca_file: raw.tls_client_ca_file.as_ref().map(|p| base.join(p)),
+        })),
+        (None, None) if raw.tls_client_ca_file.is_some() => Err(ConfigError::new(
+            "server.tls_client_ca_file",
+            "needs server.tls_cert_file and server.tls_key_file",
+        )),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            "server.tls_key_file",
+            "is required with server.tls_cert_file",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "server.tls_cert_file",
+            "is required with server.tls_key_file",
+        )),
+    }
 }
 
 /// The fetch settings of a remote key set.

@@ -32,13 +32,13 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A plain-HTTP connection from `peer`.
-    pub fn new(peer: SocketAddr, trusted: bool) -> ConnInfo {
+    /// A connection from `peer`, over TLS when `secure`.
+    pub fn new(peer: SocketAddr, trusted: bool, secure: bool) -> ConnInfo {
         let ip = peer.ip().to_canonical();
         ConnInfo {
             peer: SocketAddr::new(ip, peer.port()),
             trusted,
-            proto: HeaderValue::from_static("http"),
+            proto: HeaderValue::from_static(if secure { "https" } else { "http" }),
             // An IP address is always a valid header value.
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_mapped_ipv4_peer_is_spelled_as_ipv4() {
-        let conn = ConnInfo::new("[::ffff:192.0.2.7]:5000".parse().unwrap(), false);
+        let conn = ConnInfo::new("[::ffff:192.0.2.7]:5000".parse().unwrap(), false, false);
         assert_eq!(conn.peer_ip, "192.0.2.7");
         assert_eq!(conn.peer.to_string(), "192.0.2.7:5000");
     }
@@ -173,12 +173,12 @@ mod tests {
     fn the_client_address_is_the_peer_unless_a_trusted_proxy_names_one() {
         let peer: SocketAddr = "10.1.2.3:5000".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.4")]);
-        let untrusted = ConnInfo::new(peer, false);
+        let untrusted = ConnInfo::new(peer, false, false);
         assert_eq!(
             RequestContext::new(&untrusted, &h).client_addr(),
             "10.1.2.3"
         );
-        let trusted = ConnInfo::new(peer, true);
+        let trusted = ConnInfo::new(peer, true, false);
         assert_eq!(
             RequestContext::new(&trusted, &h).client_addr(),
             "198.51.100.4"

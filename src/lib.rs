@@ -32,6 +32,7 @@
 //!   (`proxy/upstream.rs`).
 //! - [`admin`]: health, readiness, metrics.
 //! - [`server`]: listeners, graceful shutdown, background prune.
+//! - [`transport`]: TCP or TLS on the public listener.
 //! - [`connection`]: what one client connection may hold: a place in its listener's
 //!   budget, a deadline for its first request, an idle timeout.
 //! - [`app`]: the shared state: what is built once at start, and the policy (config,
@@ -65,3 +66,4 @@ pub mod server;
 pub mod store;
 pub mod strategy;
 pub mod timefmt;
+pub mod transport;

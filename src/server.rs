@@ -20,12 +20,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::connection::{Activity, Budget, Deadline, Noting, WriteDeadline};
 use crate::context::{ClientConn, ConnInfo};
+use crate::transport::{ClientIo, Tls};
 
 /// More request headers than this get 431.
 pub const MAX_HEADERS: usize = 100;
@@ -72,14 +73,25 @@ pub async fn run(
             idle_timeout: boot.config.server.idle_timeout,
             write_timeout: boot.config.upstream.timeout,
         };
-        tokio::spawn(serve(public, stop_rx.clone(), limits, move |peer| {
+        let tls = {
             let app = app.clone();
-            let conn = Arc::new(ClientConn {
-                info: ConnInfo::new(peer, app.policy().headers.is_trusted(peer.ip())),
-                upstream: app.upstream.link(),
-            });
-            service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
-        }))
+            move || app.policy().tls.clone()
+        };
+        tokio::spawn(serve(
+            public,
+            stop_rx.clone(),
+            limits,
+            tls,
+            move |peer, secure| {
+                let app = app.clone();
+                let trusted = app.policy().headers.is_trusted(peer.ip());
+                let conn = Arc::new(ClientConn {
+                    info: ConnInfo::new(peer, trusted, secure),
+                    upstream: app.upstream.link(),
+                });
+                service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
+            },
+        ))
     };
     let admin_task = {
         let app = app.clone();
@@ -92,10 +104,16 @@ pub async fn run(
             idle_timeout: boot.config.server.idle_timeout,
             write_timeout: boot.config.upstream.timeout,
         };
-        tokio::spawn(serve(admin, stop_rx, limits, move |_peer| {
-            let app = app.clone();
-            service_fn(move |req| crate::admin::handle(app.clone(), req))
-        }))
+        tokio::spawn(serve(
+            admin,
+            stop_rx,
+            limits,
+            || None,
+            move |_peer, _secure| {
+                let app = app.clone();
+                service_fn(move |req| crate::admin::handle(app.clone(), req))
+            },
+        ))
     };
 
     shutdown.await;
@@ -138,9 +156,10 @@ async fn serve<F, S>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     limits: Limits,
+    tls: impl Fn() -> Option<Tls>,
     make_service: F,
 ) where
-    F: Fn(SocketAddr) -> S,
+    F: Fn(SocketAddr, bool) -> S + Send + Sync + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::body::Body>,
@@ -169,6 +188,8 @@ async fn serve<F, S>(
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(HTTP2_KEEP_ALIVE))
         .keep_alive_timeout(HTTP2_KEEP_ALIVE);
+    let builder = Arc::new(builder);
+    let make_service = Arc::new(make_service);
     let budget = Budget::new(limits.max_connections);
     let (drain, draining) = watch::channel(());
     loop {
@@ -190,13 +211,32 @@ async fn serve<F, S>(
                 };
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::new();
-                let service = Noting::new(make_service(peer), activity.clone());
-                let stream = WriteDeadline::new(stream, limits.write_timeout);
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let (tls, builder, make_service) = (tls(), builder.clone(), make_service.clone());
                 let draining = draining.clone();
-                let timeouts = (header_read_timeout, limits.idle_timeout);
+                let (write_timeout, timeouts) = (limits.write_timeout, (header_read_timeout, limits.idle_timeout));
                 tokio::spawn(async move {
                     let _place = place;
+                    // The handshake is part of the first request's time (SPEC §10).
+                    let stream = match tls {
+                        None => ClientIo::Plain(stream),
+                        Some(tls) => {
+                            let due = activity.deadline(header_read_timeout, timeouts.1).at();
+                            match tokio::time::timeout_at(due, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed; closed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(listener = name, %peer, "no TLS handshake in time; closed");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let service = Noting::new(make_service(peer, stream.is_tls()), activity.clone());
+                    let stream = WriteDeadline::new(stream, write_timeout);
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(e) = drive(connection, &activity, timeouts, draining).await {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
                     }
@@ -223,7 +263,7 @@ async fn serve<F, S>(
 async fn drive<S>(
     connection: auto::Connection<
         'static,
-        TokioIo<WriteDeadline<TcpStream>>,
+        TokioIo<WriteDeadline<ClientIo>>,
         Noting<S>,
         TokioExecutor,
     >,

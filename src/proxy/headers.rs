@@ -378,7 +378,7 @@ mod tests {
     /// Runs both calls on a request with `pairs` from `peer`.
     fn through(p: &HeaderPolicy, peer: &str, pairs: &[(&str, &str)]) -> HeaderMap {
         let peer: SocketAddr = peer.parse().unwrap();
-        let conn = ConnInfo::new(peer, p.is_trusted(peer.ip()));
+        let conn = ConnInfo::new(peer, p.is_trusted(peer.ip()), false);
         let mut request = Request::new(());
         *request.headers_mut() = headers(pairs);
         let ctx = RequestContext::new(&conn, request.headers());
@@ -415,7 +415,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("transfer-encoding", "chunked"),
         ]);
-        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false);
+        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false, false);
         let ctx = RequestContext::new(&conn, &h);
         policy(&[]).sanitize(&mut h, &ctx).unwrap();
         assert!(h.is_empty(), "{h:?}");
@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn an_http2_request_gets_a_host_from_its_authority() {
         let p = policy(&[]);
-        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false);
+        let conn = ConnInfo::new("192.0.2.7:1".parse().unwrap(), false, false);
         let mut request = Request::builder()
             .uri("http://app.example:8080/x")
             .body(())
@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn framing_names_spelled_with_an_underscore_are_refused_and_kept_otherwise() {
         let p = policy(&["10.0.0.0/8"]);
-        let conn = ConnInfo::new("10.1.2.3:1".parse().unwrap(), true);
+        let conn = ConnInfo::new("10.1.2.3:1".parse().unwrap(), true, false);
         for bad in [
             "transfer_encoding",
             "Content_Length",

@@ -1,0 +1,196 @@
+//! How a client connection arrives: plain TCP, or TLS on the public listener (SPEC §12).
+//!
+//! [`Tls`] is the listener's TLS setup, built from `server.tls_*` at start and on every
+//! reload (certificates are re-read; a policy holds one): rustls on aws-lc-rs (the one
+//! crypto provider of the binary), ALPN `h2` then `http/1.1`, and, with
+//! `server.tls_client_ca_file`, a required client certificate signed by that CA.
+//! [`ClientIo`] is the accepted stream either way, so that the connection code above it
+//! does not care which.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ConfigError, ServerTls};
+
+/// The public listener's TLS: what a handshake needs.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Reads the certificate chain, its key and the client CA, and checks that they fit
+    /// together; every failure is one line naming the config key.
+    pub fn load(settings: &ServerTls) -> Result<Tls, ConfigError> {
+        let chain = certificates("server.tls_cert_file", &settings.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
+            ConfigError::new(
+                "server.tls_key_file",
+                format!(
+                    "{}: no usable private key ({e})",
+                    settings.key_file.display()
+                ),
+            )
+        })?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::new("server.tls_cert_file", format!("TLS setup: {e}")))?;
+        let builder = match &settings.client_ca_file {
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certificates("server.tls_client_ca_file", path)? {
+                    roots.add(cert).map_err(|e| {
+                        ConfigError::new(
+                            "server.tls_client_ca_file",
+                            format!("{}: unusable CA certificate ({e})", path.display()),
+                        )
+                    })?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| {
+                    ConfigError::new(
+                        "server.tls_client_ca_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            ConfigError::new(
+                "server.tls_key_file",
+                format!(
+                    "{} does not go with {} ({e})",
+                    settings.key_file.display(),
+                    settings.cert_file.display()
+                ),
+            )
+        })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// The TLS handshake on an accepted socket.
+    pub async fn accept(&self, stream: TcpStream) -> io::Result<ClientIo> {
+        let tls = self.acceptor.accept(stream).await?;
+        Ok(ClientIo::Tls(Box::new(tls)))
+    }
+}
+
+fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("{}: not a PEM certificate ({e})", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} holds no certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// An accepted client connection: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub enum ClientIo {
+    /// Plain HTTP.
+    Plain(TcpStream),
+    /// HTTPS (boxed: a TLS session is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientIo {
+    /// Whether the connection is HTTPS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientIo::Tls(_))
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(s) => s.is_write_vectored(),
+            ClientIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
