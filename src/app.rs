@@ -22,7 +22,7 @@ use crate::proxy::{HeaderPolicy, Upstream};
 use crate::revocations::Revocations;
 use crate::store::{self, SharedStore, StoreError};
 use crate::strategy::Strategy;
-use crate::transport::Tls;
+use crate::transport::{Tls, TlsError};
 
 /// What a reload may change: the config, the keys it names, the header rules, the
 /// listener's certificates.
@@ -69,9 +69,9 @@ pub enum OpenError {
     /// The keys named by `[jwt]` could not be loaded.
     #[error("config error: {0}")]
     Keys(#[from] KeyError),
-    /// A file the config names (a certificate) could not be used.
+    /// A certificate or CA file the config names could not be used.
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Tls(#[from] TlsError),
     /// The store could not be opened.
     #[error("store error: {0}")]
     Store(#[from] StoreError),
@@ -86,6 +86,9 @@ pub enum ReloadError {
     /// The keys it names do not load.
     #[error("config error: {0}")]
     Keys(#[from] KeyError),
+    /// A certificate it names does not load.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// What a good reload did.
@@ -114,8 +117,9 @@ impl App {
             KeyLoading::Skip => Arc::new(Keys::unloaded(Arc::new(settings))),
         };
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?;
+        let upstream = Upstream::new(&config.upstream)?;
         let store = store::open(&config.store.backend).await?;
-        Ok(App::build(config, keys, tls, store, metrics))
+        Ok(App::build(config, keys, tls, upstream, store, metrics))
     }
 
     /// Builds the shared state around loaded keys and an opened store.
@@ -123,6 +127,7 @@ impl App {
         config: Config,
         keys: Arc<Keys>,
         tls: Option<Tls>,
+        upstream: Upstream,
         store: SharedStore,
         metrics: Arc<Metrics>,
     ) -> Arc<App> {
@@ -138,7 +143,6 @@ impl App {
         ));
         let strategy = Strategy::new(config.store.strategy, store);
         let retention = config.store.revocation_log_retention.as_millis();
-        let upstream = Upstream::new(&config.upstream);
         let policy = policy(config, keys, tls, &cache);
         Arc::new(App {
             revocations: Revocations::new(

@@ -205,6 +205,8 @@ pub mod raw {
         pub url: Option<String>,
         pub connect_timeout_seconds: u64,
         pub timeout_seconds: u64,
+        pub ca_file: Option<PathBuf>,
+        pub tls_server_name: Option<String>,
     }
 
     impl Default for Upstream {
@@ -213,6 +215,8 @@ pub mod raw {
                 url: None,
                 connect_timeout_seconds: DEFAULT_CONNECT_TIMEOUT_SECONDS,
                 timeout_seconds: DEFAULT_UPSTREAM_TIMEOUT_SECONDS,
+                ca_file: None,
+                tls_server_name: None,
             }
         }
     }
@@ -468,6 +472,12 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed until the whole response head arrives; 504 past it.
     pub timeout: Duration,
+    /// `upstream.ca_file`: for an https backend, the CA certificates trusted instead of
+    /// the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// `upstream.tls_server_name`: the name the backend's certificate must carry, when
+    /// not the URL's host.
+    pub tls_server_name: Option<String>,
 }
 
 /// One capture route (SPEC §2).
@@ -637,7 +647,7 @@ impl Config {
                 }
             },
         };
-        let upstream = upstream(&raw.upstream)?;
+        let upstream = upstream(&raw.upstream, base)?;
         let jwt = jwt(&raw.jwt, base)?;
         let token_sources = token_sources(&raw.token.sources)?;
         let capture = raw
@@ -730,6 +740,11 @@ impl Config {
             a.connect_timeout != b.connect_timeout,
         );
         note("upstream.timeout_seconds", a.timeout != b.timeout);
+        note("upstream.ca_file", a.ca_file != b.ca_file);
+        note(
+            "upstream.tls_server_name",
+            a.tls_server_name != b.tls_server_name,
+        );
         let (a, b) = (&self.store, &new.store);
         let postgres = matches!(b.backend, StoreBackend::Postgres(_));
         note(
@@ -895,7 +910,7 @@ fn nonzero(key: &str, seconds: u64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(seconds))
 }
 
-fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
+fn upstream(raw: &raw::Upstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
     let key = "upstream.url";
     let text = raw
         .url
@@ -905,11 +920,11 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
         .parse()
         .map_err(|_| ConfigError::new(key, format!("{text:?} is not a URL")))?;
     match url.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(ConfigError::new(
                 key,
-                format!("scheme {other:?} is not supported; use http://"),
+                format!("scheme {other:?} is not supported; use http:// or https://"),
             ))
         }
         None => {
@@ -922,6 +937,7 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
     if url.authority().is_none() {
         return Err(ConfigError::new(key, format!("{text:?} has no host")));
     }
+    let https = url.scheme_str() == Some("https");
     if url.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(ConfigError::new(
             key,
@@ -943,6 +959,26 @@ fn upstream(raw: &raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
             raw.connect_timeout_seconds,
         )?,
         timeout: nonzero("upstream.timeout_seconds", raw.timeout_seconds)?,
+        ca_file: match (&raw.ca_file, https) {
+            (Some(p), true) => Some(base.join(p)),
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    "upstream.ca_file",
+                    "is used only with an https:// upstream.url",
+                ))
+            }
+            (None, _) => None,
+        },
+        tls_server_name: match (&raw.tls_server_name, https) {
+            (Some(name), true) => Some(name.clone()),
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    "upstream.tls_server_name",
+                    "is used only with an https:// upstream.url",
+                ))
+            }
+            (None, _) => None,
+        },
     })
 }
 
@@ -1750,7 +1786,7 @@ mod tests {
 
     #[test]
     fn upstream_must_be_plain_http_without_a_path() {
-        for bad in ["https://x", "127.0.0.1:3000", "http://x/api", "ftp://x"] {
+        for bad in ["127.0.0.1:3000", "http://x/api", "https://x/api", "ftp://x"] {
             let text = minimal("").replace("http://127.0.0.1:3000", bad);
             assert_eq!(load(&text).unwrap_err().key, "upstream.url", "{bad}");
         }

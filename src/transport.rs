@@ -5,7 +5,8 @@
 //! crypto provider of the binary), ALPN `h2` then `http/1.1`, and, with
 //! `server.tls_client_ca_file`, a required client certificate signed by that CA.
 //! [`ClientIo`] is the accepted stream either way, so that the connection code above it
-//! does not care which.
+//! does not care which. [`client`] is the TLS client of the backend and of an identity
+//! provider.
 
 use std::io;
 use std::path::Path;
@@ -21,7 +22,57 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, ServerTls};
+use crate::config::ServerTls;
+
+/// A TLS file that cannot be used: the config key at fault and why, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {problem}")]
+pub struct TlsError {
+    /// Dotted config key, e.g. `server.tls_cert_file`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl TlsError {
+    fn new(key: &'static str, problem: impl Into<String>) -> TlsError {
+        TlsError {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A TLS client trusting `ca_file`'s certificates (PEM), or the webpki roots when none,
+/// offering `alpn`: for an https backend and an identity provider.
+pub fn client(ca_file: Option<&Path>, alpn: &[u8]) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: holds no certificate", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: unusable certificate ({e})", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
 
 /// The public listener's TLS: what a handshake needs.
 #[derive(Clone)]
@@ -38,10 +89,10 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Reads the certificate chain, its key and the client CA, and checks that they fit
     /// together; every failure is one line naming the config key.
-    pub fn load(settings: &ServerTls) -> Result<Tls, ConfigError> {
+    pub fn load(settings: &ServerTls) -> Result<Tls, TlsError> {
         let chain = certificates("server.tls_cert_file", &settings.cert_file)?;
         let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
-            ConfigError::new(
+            TlsError::new(
                 "server.tls_key_file",
                 format!(
                     "{}: no usable private key ({e})",
@@ -52,13 +103,13 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError::new("server.tls_cert_file", format!("TLS setup: {e}")))?;
+            .map_err(|e| TlsError::new("server.tls_cert_file", format!("TLS setup: {e}")))?;
         let builder = match &settings.client_ca_file {
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in certificates("server.tls_client_ca_file", path)? {
                     roots.add(cert).map_err(|e| {
-                        ConfigError::new(
+                        TlsError::new(
                             "server.tls_client_ca_file",
                             format!("{}: unusable CA certificate ({e})", path.display()),
                         )
@@ -70,7 +121,7 @@ impl Tls {
                 )
                 .build()
                 .map_err(|e| {
-                    ConfigError::new(
+                    TlsError::new(
                         "server.tls_client_ca_file",
                         format!("{}: {e}", path.display()),
                     )
@@ -80,7 +131,7 @@ impl Tls {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-            ConfigError::new(
+            TlsError::new(
                 "server.tls_key_file",
                 format!(
                     "{} does not go with {} ({e})",
@@ -102,18 +153,18 @@ impl Tls {
     }
 }
 
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| TlsError::new(key, format!("cannot read {}: {e}", path.display())))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            ConfigError::new(
+            TlsError::new(
                 key,
                 format!("{}: not a PEM certificate ({e})", path.display()),
             )
         })?;
     if certs.is_empty() {
-        return Err(ConfigError::new(
+        return Err(TlsError::new(
             key,
             format!("{} holds no certificate", path.display()),
         ));

@@ -282,3 +282,77 @@ async fn unusable_certificate_files_are_one_line_naming_the_key() {
     let e = tokengate::config::Config::from_toml(&text, Path::new(".")).unwrap_err();
     assert_eq!(e.key, "server.tls_key_file");
 }
+
+/// A TLS terminator in front of `backend`, with a certificate for `localhost` from
+/// `pki`: the address of an https backend.
+async fn tls_front(pki: &Pki, backend: &Backend) -> SocketAddr {
+    let (_, _, cert, key) = pki.issue("localhost");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = backend.addr;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut plain = TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+fn https_upstream(front: SocketAddr, lines: &str) -> GateConfig {
+    GateConfig::default().set(
+        "upstream",
+        &format!("url = \"https://localhost:{}\"\n{lines}", front.port()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_backend_with_a_private_ca_is_reached_through_upstream_ca_file() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let front = tls_front(&pki, &backend).await;
+    let config = https_upstream(
+        front,
+        &format!("ca_file = \"{}\"", pki.path("ca.pem").display()),
+    );
+    let gate = Gate::start_config(&backend, config).await;
+    let reply = get(&gate.url("/public/over-tls"), &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(backend.last().uri, "/public/over-tls");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_backend_whose_certificate_does_not_verify_is_a_502_never_clear_text() {
+    let pki = Pki::new();
+    let backend = Backend::start().await;
+    let front = tls_front(&pki, &backend).await;
+    let ca = format!("ca_file = \"{}\"", pki.path("ca.pem").display());
+    for config in [
+        // The webpki roots do not know the test CA.
+        https_upstream(front, ""),
+        // The certificate is for localhost, not for the name asked for.
+        https_upstream(
+            front,
+            &format!("{ca}\ntls_server_name = \"backend.example\""),
+        ),
+    ] {
+        let gate = Gate::start_config(&backend, config).await;
+        let reply = get(&gate.url("/public/x"), &[]).await;
+        assert_eq!(reply.status, 502, "{reply:?}");
+    }
+    backend.assert_untouched(0);
+}

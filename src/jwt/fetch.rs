@@ -8,7 +8,6 @@
 //! connection per fetch: fetches are minutes apart.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +15,7 @@ use http::{header, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 /// Largest document accepted (SPEC §11: a JWK set over 1 MiB is refused).
@@ -51,33 +48,8 @@ impl std::fmt::Debug for Fetcher {
 impl Fetcher {
     /// A fetcher trusting `ca_file`'s certificates (PEM), or the webpki roots when none.
     pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Fetcher, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!("{}: holds no certificate", path.display()));
-                }
-                for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: unusable certificate ({e})", path.display()))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Fetcher {
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: crate::transport::client(ca_file, b"http/1.1")?,
             timeout,
         })
     }

@@ -19,10 +19,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::headers::strip_hop_by_hop;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::transport::TlsError;
 
 /// Idle backend connections kept beyond those held by client connections.
 const MAX_IDLE: usize = 256;
@@ -64,6 +67,8 @@ struct Shared {
     /// Host and port to connect to (an IPv6 literal without brackets).
     host: String,
     port: u16,
+    /// For an https backend: the TLS client and the name its certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     /// `Host` for a request that carries none (an HTTP/1.0 client's).
     host_header: HeaderValue,
     connect_timeout: Duration,
@@ -95,8 +100,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Upstream {
-    /// Builds the client; no connection is made until the first request.
-    pub fn new(config: &UpstreamConfig) -> Upstream {
+    /// Builds the client (for https, reading `upstream.ca_file`); no connection is made
+    /// until the first request.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, TlsError> {
         // `Config` guarantees an authority.
         let authority = config.url.authority();
         let host = authority.map_or("127.0.0.1", |a| a.host());
@@ -104,20 +110,49 @@ impl Upstream {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = config.url.port_u16().unwrap_or(80);
+        let https = config.url.scheme_str() == Some("https");
+        let port = config
+            .url
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let name = config
+                .tls_server_name
+                .as_deref()
+                .unwrap_or(&host)
+                .to_string();
+            let key = if config.tls_server_name.is_some() {
+                "upstream.tls_server_name"
+            } else {
+                "upstream.url"
+            };
+            let name = ServerName::try_from(name.clone()).map_err(|e| TlsError {
+                key,
+                problem: format!("{name:?} is not a TLS server name ({e})"),
+            })?;
+            let connector = crate::transport::client(config.ca_file.as_deref(), b"http/1.1")
+                .map_err(|problem| TlsError {
+                    key: "upstream.ca_file",
+                    problem,
+                })?;
+            Some((connector, name))
+        } else {
+            None
+        };
         let host_header = authority
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
-        Upstream {
+        Ok(Upstream {
             shared: Arc::new(Shared {
                 host,
                 port,
+                tls,
                 host_header,
                 connect_timeout: config.connect_timeout,
                 timeout: config.timeout,
                 idle: Mutex::new(Vec::new()),
             }),
-        }
+        })
     }
 
     /// A link for a new client connection.
@@ -187,34 +222,38 @@ impl Upstream {
 }
 
 impl Shared {
-    /// Opens a backend connection and starts its task.
+    /// Opens a backend connection (TCP, and TLS for an https backend, both within the
+    /// connect timeout) and starts its task.
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot connect to the backend");
-                return Err(UpstreamError::Connect);
-            }
+        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+            Ok(result) => result,
             Err(_) => {
                 tracing::debug!("connecting to the backend timed out");
-                return Err(UpstreamError::Connect);
+                Err(UpstreamError::Connect)
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+        }
+    }
+
+    async fn open(&self) -> Result<SendRequest<Body>, UpstreamError> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
-                tracing::debug!(error = %e, "backend handshake failed");
+                tracing::debug!(error = %e, "cannot connect to the backend");
                 UpstreamError::Connect
             })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "backend connection ended with an error");
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => start(stream).await,
+            Some((connector, name)) => {
+                // Never a fall-back to clear text: a certificate that does not verify is a
+                // 502, and the cause is logged (SPEC §12).
+                let stream = connector.connect(name.clone(), stream).await.map_err(|e| {
+                    tracing::warn!(error = %e, "backend TLS handshake failed");
+                    UpstreamError::Connect
+                })?;
+                start(stream).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     /// The most recently idled connection that can take a request; closed and expired
@@ -275,4 +314,24 @@ impl Drop for UpstreamLink {
             self.shared.put_idle(sender);
         }
     }
+}
+
+/// The HTTP/1.1 handshake on an open backend stream, and the connection's task.
+async fn start<T>(stream: T) -> Result<SendRequest<Body>, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "backend handshake failed");
+            UpstreamError::Connect
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
