@@ -1827,7 +1827,7 @@ mod tests {
         assert_eq!(load(&store("")).unwrap_err().key, "store.postgres_url");
         for bad in [
             "postgres://tg:hunter2@db.internal:notaport/tokens",
-            "postgres://tg:hunter2@db.internal/tokens?sslmode=require",
+            "postgres://tg:hunter2@db.internal/tokens?sslmode=sometimes",
         ] {
             let e = load(&store(&format!("postgres_url = \"{bad}\""))).unwrap_err();
             assert_eq!(e.key, "store.postgres_url", "{e}");

@@ -962,3 +962,71 @@ async fn a_dropped_schema_is_an_error_not_a_panic() {
     assert!(store.ping().await.is_err());
     assert!(store.set_cutoff("alice", 1).await.is_err());
 }
+
+/// Whether the test server speaks TLS (`ssl = on`); `.ci/run` says how it is turned on.
+async fn server_has_tls() -> bool {
+    let row = pg_admin().await.query_one("SHOW ssl", &[]).await.unwrap();
+    row.get::<_, String>(0) == "on"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_every_connection_of_the_store() {
+    // SPEC §12. The machine's server has ssl = on (.ci/run turns it on when it is not).
+    assert!(
+        server_has_tls().await,
+        "the test PostgreSQL server has ssl = off"
+    );
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let url = format!("{}&sslmode=require", schema.url);
+    let store = store::open(&StoreBackend::Postgres(url)).await.unwrap();
+    store.deny(hash(1), "alice", 100).await.unwrap();
+    assert_eq!(schema.rows("invalid_token").await, 1);
+    // Every connection of this store (its application_name is the schema's) is TLS.
+    let rows = pg_admin()
+        .await
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&schema.name],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "no connection of the store found");
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "a clear-text connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_verify_full_refuses_a_certificate_for_another_name_in_one_line() {
+    assert!(
+        server_has_tls().await,
+        "the test PostgreSQL server has ssl = off"
+    );
+    let row = pg_admin()
+        .await
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap();
+    let cert: String = row.get(0);
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    // The server's certificate is trusted as the root, but it does not name 127.0.0.1.
+    let root = format!("&sslrootcert={}", cert.replace('/', "%2F"));
+    let full = format!("{}&sslmode=verify-full{root}", schema.url);
+    let e = match store::open(&StoreBackend::Postgres(full)).await {
+        Ok(_) => panic!("verify-full accepted a certificate that does not name the host"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("cannot connect to database"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    // verify-ca checks the chain only: the same root, accepted.
+    let ca = format!("{}&sslmode=verify-ca{root}", schema.url);
+    let store = store::open(&StoreBackend::Postgres(ca)).await.unwrap();
+    store.deny(hash(2), "bob", 100).await.unwrap();
+}

@@ -10,6 +10,7 @@
 //! (`header.payload`), never by the raw token (SPEC §1).
 
 pub mod postgres;
+pub mod postgres_tls;
 mod schema;
 pub mod sqlite;
 

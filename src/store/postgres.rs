@@ -58,8 +58,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, MappedMutexGuard, Mutex, MutexGuard};
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
+use tokio_postgres::config::Host;
+use tokio_postgres::{AsyncMessage, Client, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::postgres_tls::TlsSettings;
 
 use super::schema::{
     self, check_version, Sweep, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS, REVOCATION_LOG,
@@ -156,16 +159,18 @@ pub fn redacted(url: &str) -> String {
 /// Parses a `store.postgres_url` (a `postgres://` URL or a `key=value` string) and checks
 /// what this build can use. The error never repeats the URL: it may hold a password.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    let config = tokio_postgres::Config::from_str(url)
+    parse_with_tls(url).map(|(config, _)| config)
+}
+
+/// [`parse_url`], and what the URL asks of TLS ([`super::postgres_tls`]).
+fn parse_with_tls(url: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
+    let (url, tls) = super::postgres_tls::split(url)?;
+    let config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| format!("is not a valid PostgreSQL URL: {}", chain(&e)))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         return Err("names no host".into());
     }
-    if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-        // Without a TLS connector, "prefer" is plain TCP; "require" could only fail.
-        return Err("sslmode=require needs TLS, which this build does not include".into());
-    }
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// A [`TokenStore`] on a PostgreSQL database; cheap to clone.
@@ -193,6 +198,8 @@ struct Inner {
 /// Where to connect, and how to name it in messages without its credentials.
 struct Target {
     config: tokio_postgres::Config,
+    /// TLS as `sslmode` asks (unused with `sslmode=disable`).
+    tls: MakeRustlsConnect,
     /// `postgres://user@host:port/db`: never the password.
     name: String,
     /// Scrubbed from every message, in case a server ever repeats it.
@@ -245,9 +252,11 @@ impl PostgresStore {
     /// Connects to the database at `url`, creates or migrates the schema, and opens the
     /// connections. Fails with one line that names the database (never its password).
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let config =
-            parse_url(url).map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
-        let target = Target::new(config);
+        let (config, tls) = parse_with_tls(url)
+            .map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
+        let tls = super::postgres_tls::connector(&tls)
+            .map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
+        let target = Target::new(config, tls);
         let mut client = connect_client(&target).await?;
         migrate(&target, &mut client).await?;
         let transactions = Slot::new(Conn::ready(client, &target).await?);
@@ -619,7 +628,7 @@ async fn listen_once(
     let mut config = target.config.clone();
     let name = config.get_application_name().unwrap_or(APPLICATION_NAME);
     config.application_name(format!("{name}-feed"));
-    let connecting = config.connect(NoTls);
+    let connecting = config.connect(target.tls.clone());
     let (client, mut connection) =
         match tokio::time::timeout(target.connect_timeout, connecting).await {
             Ok(Ok(pair)) => pair,
@@ -835,7 +844,7 @@ fn session_from_row(row: &Row) -> Result<Session, QueryError> {
 }
 
 impl Target {
-    fn new(mut config: tokio_postgres::Config) -> Target {
+    fn new(mut config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Target {
         if config.get_application_name().is_none() {
             config.application_name(APPLICATION_NAME);
         }
@@ -855,6 +864,7 @@ impl Target {
             .filter(|p| !p.is_empty());
         Target {
             name: describe(&config),
+            tls,
             password,
             connect_timeout,
             config,
@@ -934,7 +944,7 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 /// Opens one connection and spawns the task that drives it.
 async fn connect_client(target: &Target) -> Result<Client, StoreError> {
     let what = "cannot connect to database";
-    let connecting = target.config.connect(NoTls);
+    let connecting = target.config.connect(target.tls.clone());
     let (client, connection) = match tokio::time::timeout(target.connect_timeout, connecting).await
     {
         Ok(Ok(pair)) => pair,
@@ -1099,6 +1109,11 @@ async fn migrate(target: &Target, client: &mut Client) -> Result<(), StoreError>
 mod tests {
     use super::*;
 
+    fn test_target(url: &str) -> Target {
+        let (config, tls) = parse_with_tls(url).unwrap();
+        Target::new(config, super::super::postgres_tls::connector(&tls).unwrap())
+    }
+
     #[test]
     fn urls_are_checked_without_repeating_them() {
         assert!(parse_url("postgres://u:pw@db.internal:6432/tokens").is_ok());
@@ -1108,7 +1123,10 @@ mod tests {
                 "postgres://u:hunter2@h/db?port=x",
                 "not a valid PostgreSQL URL",
             ),
-            ("postgres://u:hunter2@h/db?sslmode=require", "needs TLS"),
+            (
+                "postgres://u:hunter2@h/db?sslmode=sometimes",
+                "is not one of",
+            ),
             ("user=u password=hunter2 dbname=d", "names no host"),
         ] {
             let e = parse_url(url).unwrap_err();
@@ -1136,7 +1154,7 @@ mod tests {
 
     #[test]
     fn failures_are_one_line_and_scrub_the_password() {
-        let target = Target::new(parse_url("postgres://tg:hunter2@h/db").unwrap());
+        let target = test_target("postgres://tg:hunter2@h/db");
         let e = target.failure("cannot connect to database", "FATAL: no\nDETAIL: hunter2");
         assert_eq!(
             e.to_string(),
@@ -1146,11 +1164,10 @@ mod tests {
 
     #[test]
     fn connection_defaults_are_set_unless_the_url_sets_them() {
-        let target = Target::new(parse_url("postgres://h/db").unwrap());
+        let target = test_target("postgres://h/db");
         assert_eq!(target.config.get_application_name(), Some(APPLICATION_NAME));
         assert_eq!(target.connect_timeout, CONNECT_TIMEOUT);
-        let target =
-            Target::new(parse_url("postgres://h/db?application_name=a&connect_timeout=2").unwrap());
+        let target = test_target("postgres://h/db?application_name=a&connect_timeout=2");
         assert_eq!(target.config.get_application_name(), Some("a"));
         assert_eq!(target.connect_timeout, Duration::from_secs(2));
     }
