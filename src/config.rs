@@ -309,6 +309,7 @@ pub mod raw {
         pub strategy: String,
         pub sqlite_path: PathBuf,
         pub postgres_url: Option<String>,
+        pub postgres_ca_file: Option<PathBuf>,
         pub prune_interval_seconds: u64,
         pub revocation_log_days: u64,
     }
@@ -320,6 +321,7 @@ pub mod raw {
                 strategy: "allowlist".into(),
                 sqlite_path: DEFAULT_SQLITE_PATH.into(),
                 postgres_url: None,
+                postgres_ca_file: None,
                 prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
                 revocation_log_days: DEFAULT_REVOCATION_LOG_DAYS,
             }
@@ -1270,11 +1272,42 @@ fn check_route_path(key: &str, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `store.postgres_ca_file` as libpq's `sslrootcert` parameter of the URL (where the
+/// store reads it, as from a URL given with it).
+fn with_root_certificate(url: &str, ca: &Path) -> Result<String, ConfigError> {
+    let key = "store.postgres_ca_file";
+    if url.contains("sslrootcert=") {
+        return Err(ConfigError::new(
+            key,
+            "store.postgres_url already names sslrootcert; set one of them",
+        ));
+    }
+    let path = ca
+        .to_str()
+        .filter(|p| {
+            !p.chars()
+                .any(|c| c.is_whitespace() || c == '\'' || c == '&')
+        })
+        .ok_or_else(|| ConfigError::new(key, "must be a path without spaces, quotes or '&'"))?;
+    Ok(if url.contains("://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sslrootcert={}", path.replace('%', "%25"))
+    } else {
+        format!("{url} sslrootcert={path}")
+    })
+}
+
 fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
     let strategy: StrategyKind = raw
         .strategy
         .parse()
         .map_err(|e: String| ConfigError::new("store.strategy", e))?;
+    if raw.postgres_ca_file.is_some() && raw.backend != "postgres" {
+        return Err(ConfigError::new(
+            "store.postgres_ca_file",
+            "is used only with backend = \"postgres\"",
+        ));
+    }
     let backend = match raw.backend.as_str() {
         "sqlite" => {
             if raw.sqlite_path.as_os_str().is_empty() {
@@ -1289,6 +1322,10 @@ fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
                     "is required for backend = \"postgres\"",
                 )
             })?;
+            let url = match &raw.postgres_ca_file {
+                Some(ca) => with_root_certificate(&url, &base.join(ca))?,
+                None => url,
+            };
             // Checked here so that a typo fails at load; the message never repeats the
             // URL, which may hold a password.
             crate::store::postgres::parse_url(&url)
@@ -1816,6 +1853,26 @@ mod tests {
         assert_eq!(c.forward.trusted_proxies.len(), 2);
         let e = load(&minimal("[forward]\ntrusted_proxies = [\"nope\"]")).unwrap_err();
         assert_eq!(e.key, "forward.trusted_proxies");
+    }
+
+    #[test]
+    fn postgres_ca_file_becomes_the_urls_sslrootcert() {
+        let store = |extra: &str| minimal(&format!("[store]\nbackend = \"postgres\"\n{extra}"));
+        let c = load(&store(
+            "postgres_url = \"postgres://tg@db/t?sslmode=verify-full\"\npostgres_ca_file = \"/etc/db-ca.pem\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.store.backend,
+            StoreBackend::Postgres(
+                "postgres://tg@db/t?sslmode=verify-full&sslrootcert=/etc/db-ca.pem".into()
+            )
+        );
+        let e = load(&store(
+            "postgres_url = \"postgres://tg@db/t?sslrootcert=/a.pem\"\npostgres_ca_file = \"/b.pem\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "store.postgres_ca_file");
     }
 
     #[test]
