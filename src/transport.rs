@@ -91,6 +91,9 @@ impl Tls {
     /// together; every failure is one line naming the config key.
     pub fn load(settings: &ServerTls) -> Result<Tls, TlsError> {
         let chain = certificates("server.tls_cert_file", &settings.cert_file)?;
+        if let Some(warning) = expiry_warning(&chain[0], std::time::SystemTime::now()) {
+            tracing::warn!(file = %settings.cert_file.display(), "server.tls_cert_file: {warning}");
+        }
         let key = PrivateKeyDer::from_pem_file(&settings.key_file).map_err(|e| {
             TlsError::new(
                 "server.tls_key_file",
@@ -150,6 +153,34 @@ impl Tls {
     pub async fn accept(&self, stream: TcpStream) -> io::Result<ClientIo> {
         let tls = self.acceptor.accept(stream).await?;
         Ok(ClientIo::Tls(Box::new(tls)))
+    }
+}
+
+/// Days before its end from which a certificate is reported as expiring.
+const EXPIRY_NOTICE_DAYS: u64 = 14;
+
+/// Whether the leaf certificate is expired, or will be within [`EXPIRY_NOTICE_DAYS`], as
+/// of `now`: said at start and at every reload (clients would refuse it; tokengate
+/// still serves it, so that a renewal in place is a reload away).
+fn expiry_warning(leaf: &CertificateDer<'_>, now: std::time::SystemTime) -> Option<String> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(leaf).ok()?;
+    let not_after = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let subject = cert.tbs_certificate.subject.to_string();
+    let day = 86_400;
+    if not_after <= now {
+        let ago = (now - not_after).as_secs() / day;
+        Some(format!(
+            "the certificate of {subject} expired {ago} day(s) ago"
+        ))
+    } else if (not_after - now).as_secs() < EXPIRY_NOTICE_DAYS * day {
+        let left = (not_after - now).as_secs() / day;
+        Some(format!(
+            "the certificate of {subject} expires in {left} day(s)"
+        ))
+    } else {
+        None
     }
 }
 
@@ -243,5 +274,30 @@ impl AsyncWrite for ClientIo {
             ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(not_after: (i32, u8, u8)) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn an_expired_or_expiring_certificate_is_reported() {
+        let at = |days: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(days * 86_400);
+        // 2030-01-01 is day 21915 of the epoch.
+        let cert = leaf((2030, 1, 1));
+        assert_eq!(expiry_warning(&cert, at(21_000)), None);
+        let soon = expiry_warning(&cert, at(21_910)).unwrap();
+        assert!(soon.contains("expires in 5 day(s)"), "{soon}");
+        let past = expiry_warning(&cert, at(21_925)).unwrap();
+        assert!(past.contains("expired 10 day(s) ago"), "{past}");
     }
 }
