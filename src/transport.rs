@@ -43,32 +43,34 @@ impl TlsError {
     }
 }
 
-/// A TLS client trusting `ca_file`'s certificates (PEM), or the webpki roots when none,
-/// offering `alpn`: for an https backend and an identity provider.
-pub fn client(ca_file: Option<&Path>, alpn: &[u8]) -> Result<tokio_rustls::TlsConnector, String> {
+/// The crypto provider of every TLS session: aws-lc-rs, jsonwebtoken's too.
+pub fn crypto() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The certificates trusted to sign a peer's: those of `ca_file` (PEM), or Mozilla's
+/// roots (webpki-roots) when none is given.
+pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: holds no certificate", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: unusable certificate ({e})", path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    let Some(path) = ca_file else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(roots);
+    };
+    for cert in pem_certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: unusable certificate ({e})", path.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(roots)
+}
+
+/// A TLS client trusting [`root_store`]`(ca_file)`, offering `alpn`: for an https
+/// backend and an identity provider.
+pub fn client(ca_file: Option<&Path>, alpn: &[u8]) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
+        .with_root_certificates(root_store(ca_file)?)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -90,7 +92,8 @@ impl Tls {
     /// Reads the certificate chain, its key and the client CA, and checks that they fit
     /// together; every failure is one line naming the config key.
     pub fn load(settings: &ServerTls) -> Result<Tls, TlsError> {
-        let chain = certificates("server.tls_cert_file", &settings.cert_file)?;
+        let chain = pem_certificates(&settings.cert_file)
+            .map_err(|e| TlsError::new("server.tls_cert_file", e))?;
         if let Some(warning) = expiry_warning(&chain[0], std::time::SystemTime::now()) {
             tracing::warn!(file = %settings.cert_file.display(), "server.tls_cert_file: {warning}");
         }
@@ -103,21 +106,14 @@ impl Tls {
                 ),
             )
         })?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = crypto();
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::new("server.tls_cert_file", format!("TLS setup: {e}")))?;
         let builder = match &settings.client_ca_file {
             Some(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in certificates("server.tls_client_ca_file", path)? {
-                    roots.add(cert).map_err(|e| {
-                        TlsError::new(
-                            "server.tls_client_ca_file",
-                            format!("{}: unusable CA certificate ({e})", path.display()),
-                        )
-                    })?;
-                }
+                let roots = root_store(Some(path))
+                    .map_err(|e| TlsError::new("server.tls_client_ca_file", e))?;
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
@@ -184,21 +180,14 @@ fn expiry_warning(leaf: &CertificateDer<'_>, now: std::time::SystemTime) -> Opti
     }
 }
 
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file, at least one.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::new(key, format!("cannot read {}: {e}", path.display())))?
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            TlsError::new(
-                key,
-                format!("{}: not a PEM certificate ({e})", path.display()),
-            )
-        })?;
+        .map_err(|e| format!("{}: not a PEM certificate file ({e})", path.display()))?;
     if certs.is_empty() {
-        return Err(TlsError::new(
-            key,
-            format!("{} holds no certificate", path.display()),
-        ));
+        return Err(format!("{}: holds no certificate", path.display()));
     }
     Ok(certs)
 }

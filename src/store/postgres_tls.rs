@@ -23,7 +23,6 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
@@ -135,7 +134,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
 
 /// The TLS connector for these settings.
 pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::transport::crypto();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
@@ -145,24 +144,8 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
             .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
             .with_no_client_auth(),
         Verify::Chain | Verify::Full => {
-            let mut roots = rustls::RootCertStore::empty();
-            match &settings.root {
-                Some(path) => {
-                    let certs = CertificateDer::pem_file_iter(path)
-                        .map_err(|e| format!("sslrootcert: cannot read {}: {e}", path.display()))?
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| format!("sslrootcert: {}: not PEM ({e})", path.display()))?;
-                    for cert in certs {
-                        roots.add(cert).map_err(|e| {
-                            format!(
-                                "sslrootcert: {}: unusable certificate ({e})",
-                                path.display()
-                            )
-                        })?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
+            let roots = crate::transport::root_store(settings.root.as_deref())
+                .map_err(|e| format!("sslrootcert: {e}"))?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("sslrootcert: {e}"))?;
