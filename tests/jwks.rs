@@ -228,6 +228,11 @@ fn jwks_config(jwt_lines: &str) -> GateConfig {
         ))
 }
 
+/// [`jwks_config`] with `provider`'s key set URL and `lines`.
+fn provider_config(provider: &Provider, lines: &str) -> GateConfig {
+    jwks_config(&format!("jwks_url = \"{}\"\n{lines}", provider.jwks_url()))
+}
+
 /// Opens a tokengate from `config` without serving it: the start-up error, if any.
 async fn open_error(config: GateConfig) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -260,10 +265,7 @@ async fn metric(gate: &Gate, series: &str) -> String {
 async fn a_new_kid_at_the_provider_is_picked_up_without_a_restart() {
     let provider = Provider::start(Answer::keys(json!([jwk("rsa-1", "rsa-1")]))).await;
     let backend = Backend::start().await;
-    let config = jwks_config(&format!(
-        "jwks_url = \"{}\"\njwks_min_refetch_seconds = 1",
-        provider.jwks_url()
-    ));
+    let config = provider_config(&provider, "jwks_min_refetch_seconds = 1");
     let gate = Gate::start_config(&backend, config).await;
     assert_eq!(provider.fetches(), 1, "fetched once at start");
     assert_eq!(status(&gate, &token("ann", RSA1, "rsa-1")).await, 200);
@@ -305,10 +307,7 @@ async fn a_new_kid_at_the_provider_is_picked_up_without_a_restart() {
 async fn a_flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
     let provider = Provider::start(Answer::keys(json!([jwk("rsa-1", "rsa-1")]))).await;
     let backend = Backend::start().await;
-    let config = jwks_config(&format!(
-        "jwks_url = \"{}\"\njwks_min_refetch_seconds = 2",
-        provider.jwks_url()
-    ));
+    let config = provider_config(&provider, "jwks_min_refetch_seconds = 2");
     let gate = Arc::new(Gate::start_config(&backend, config).await);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = backend.count();
@@ -338,15 +337,13 @@ async fn a_flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
 async fn a_key_rotated_under_the_same_kid_is_refetched_once_then_verified() {
     let provider = Provider::start(Answer::keys(json!([jwk("rsa-1", "k")]))).await;
     let backend = Backend::start().await;
-    let config = jwks_config(&format!(
-        "jwks_url = \"{}\"\njwks_min_refetch_seconds = 1",
-        provider.jwks_url()
-    ));
+    let config = provider_config(&provider, "jwks_min_refetch_seconds = 1");
     let gate = Gate::start_config(&backend, config).await;
     let new = token("fay", RSA2, "k");
     // Signed by a key the provider does not publish yet: refused (the refetch it asks
     // for is within the cooldown of the start).
     assert_eq!(status(&gate, &new).await, 401);
+    backend.assert_untouched(0);
     provider.set(Answer::keys(json!([jwk("rsa-2", "k")])));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fetches = provider.fetches();
@@ -358,10 +355,7 @@ async fn a_key_rotated_under_the_same_kid_is_refetched_once_then_verified() {
 async fn a_provider_down_during_a_refresh_keeps_the_last_good_set_and_readiness() {
     let provider = Provider::start(Answer::keys(json!([jwk("rsa-1", "rsa-1")]))).await;
     let backend = Backend::start().await;
-    let config = jwks_config(&format!(
-        "jwks_url = \"{}\"\njwks_min_refetch_seconds = 1",
-        provider.jwks_url()
-    ));
+    let config = provider_config(&provider, "jwks_min_refetch_seconds = 1");
     let gate = Gate::start_config(&backend, config).await;
     provider.set(Answer {
         status: 500,
@@ -370,6 +364,7 @@ async fn a_provider_down_during_a_refresh_keeps_the_last_good_set_and_readiness(
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // An unknown kid asks for a refetch, which fails.
     assert_eq!(status(&gate, &token("gus", RSA2, "rsa-2")).await, 401);
+    backend.assert_untouched(0);
     assert_eq!(provider.fetches(), 2);
     assert_eq!(
         metric(&gate, "tokengate_jwks_refresh_total{result=\"error\"}").await,
@@ -388,7 +383,7 @@ async fn a_short_max_age_is_honoured_but_never_below_30_seconds() {
     })
     .await;
     let backend = Backend::start().await;
-    let config = jwks_config(&format!("jwks_url = \"{}\"", provider.jwks_url()));
+    let config = provider_config(&provider, "");
     let _gate = Gate::start_config(&backend, config).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(provider.fetches(), 1, "max-age=1 made tokengate poll");
@@ -451,11 +446,7 @@ async fn a_provider_that_cannot_serve_a_usable_set_at_start_is_one_line_naming_j
     ];
     for (what, answer, needle) in cases {
         let provider = Provider::start(answer).await;
-        let e = open_error(jwks_config(&format!(
-            "jwks_url = \"{}\"\njwks_fetch_timeout_seconds = 1",
-            provider.jwks_url()
-        )))
-        .await;
+        let e = open_error(provider_config(&provider, "jwks_fetch_timeout_seconds = 1")).await;
         assert!(
             e.starts_with("config error: jwt.jwks_url: http://127.0.0.1:"),
             "{what}: {e}"
@@ -464,12 +455,7 @@ async fn a_provider_that_cannot_serve_a_usable_set_at_start_is_one_line_naming_j
         assert_eq!(e.lines().count(), 1, "{what}: {e}");
     }
     // Nobody listening.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().await;
     let e = open_error(jwks_config(&format!(
         "jwks_url = \"http://127.0.0.1:{port}/jwks.json\""
     )))
@@ -482,12 +468,7 @@ async fn a_provider_that_cannot_serve_a_usable_set_at_start_is_one_line_naming_j
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_fallback_file_a_provider_down_at_start_serves_the_files_keys() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().await;
     let backend = Backend::start().await;
     let config = jwks_config(&format!(
         "jwks_url = \"http://127.0.0.1:{port}/jwks.json\"\njwks_file = \"{{keys}}/jwks.json\""
@@ -643,8 +624,7 @@ async fn check_config_fetches_the_key_set_as_a_start_would() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::start().await;
-    let path = jwks_config(&format!("jwks_url = \"{}\"", provider.jwks_url()))
-        .write(dir.path(), backend.addr);
+    let path = provider_config(&provider, "").write(dir.path(), backend.addr);
     let out = tokio::task::spawn_blocking(move || run(&["check-config"], &path))
         .await
         .unwrap();
@@ -660,12 +640,7 @@ async fn check_config_fetches_the_key_set_as_a_start_would() {
     );
     assert_eq!(provider.fetches(), 1);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().await;
     let path = jwks_config(&format!("jwks_url = \"http://127.0.0.1:{port}/jwks.json\""))
         .write(dir.path(), backend.addr);
     let out = tokio::task::spawn_blocking(move || run(&["check-config"], &path))

@@ -143,7 +143,9 @@ async fn sighup_with_a_bad_config_keeps_the_old_one_and_says_why_in_one_line() {
         assert_eq!(error.lines().count(), 1, "{error}");
         // The old config, keys included, still rules.
         assert_eq!(get_with(&served.url("/api/x"), &token).await.status, 200);
+        let before = backend.count();
         assert_eq!(get(&served.url("/api/x"), &[]).await.status, 401);
+        backend.assert_untouched(before);
         std::fs::write(&path, text).unwrap();
     }
     let metrics = get(&format!("http://{}/metrics", served.admin), &[]).await;

@@ -11,8 +11,6 @@
 mod common;
 use common::*;
 
-use tokio::net::TcpListener;
-
 const STRATEGIES: [&str; 3] = ["allowlist", "denylist", "user-status"];
 
 /// Two replicas (`a`, `b`) of one deployment. Fields drop in order: the gates, then the
@@ -142,12 +140,7 @@ async fn the_cli_acts_on_every_replica() {
     assert_eq!(r.schema.rows("valid_token").await, 1);
 
     // An unreachable database is one line, without the password.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().await;
     let down = format!("postgres://tg:hunter2@127.0.0.1:{port}/test");
     let config = cli_config(&r, dir.path(), "allowlist", &down);
     let out = run(&["tokens", "list", "--user", "alice"], &config);

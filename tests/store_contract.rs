@@ -17,7 +17,7 @@ use tokengate::store::{
     SharedStore, StoreError, TokenHash, TokenKind,
 };
 
-use common::{pg_admin, PgSchema};
+use common::{closed_port, pg_admin, PgSchema};
 
 /// A fresh database of one backend; every [`Db::open`] is another store handle on it.
 enum Db {
@@ -725,12 +725,6 @@ async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
     store.deny(hash(2), "alice", 100).await.unwrap();
     assert_eq!(store.feed_head().await.unwrap(), 1);
     assert_eq!(schema.rows("revocation_log").await, 1);
-}
-
-/// A closed port on loopback: bound, then released.
-async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 async fn connect_err(url: &str) -> (String, Duration) {

@@ -236,3 +236,9 @@ pub async fn wait_for_close(
     }
     None
 }
+
+/// A closed port on loopback: bound, then released (nothing listens on it).
+pub async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
