@@ -24,6 +24,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tokengate::app::App;
 use tokengate::config::Config;
+use tokengate::connection::Budget;
 use tokengate::context::{ClientConn, ConnInfo};
 use tokengate::strategy::{Liveness, SessionMeta};
 use tokio::runtime::Runtime;
@@ -152,10 +153,11 @@ fn setup(alg: Algorithm) -> Setup {
                 .await
                 .unwrap();
         }
-        let conn = Arc::new(ClientConn {
-            info: ConnInfo::new("127.0.0.1:40000".parse().unwrap(), false, false),
-            upstream: app.upstream.link(),
-        });
+        let conn = Arc::new(ClientConn::new(
+            ConnInfo::new("127.0.0.1:40000".parse().unwrap(), false, false),
+            app.upstream.link(),
+            Arc::new(Budget::new(usize::MAX).take().unwrap()),
+        ));
         (app, conn)
     });
     start_feed(&rt, &app);
@@ -260,10 +262,11 @@ fn pipeline(c: &mut Criterion) {
             config.store = s.app.policy().config.store.clone();
             config.cache.enabled = false;
             let app = App::open(config).await.unwrap();
-            let conn = Arc::new(ClientConn {
-                info: ConnInfo::new("127.0.0.1:40001".parse().unwrap(), false, false),
-                upstream: app.upstream.link(),
-            });
+            let conn = Arc::new(ClientConn::new(
+                ConnInfo::new("127.0.0.1:40001".parse().unwrap(), false, false),
+                app.upstream.link(),
+                Arc::new(Budget::new(usize::MAX).take().unwrap()),
+            ));
             (app, conn)
         });
         Setup {

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::cache::{CacheSettings, VerdictCache};
 use crate::config::{Config, ConfigError};
-use crate::feed::FeedReader;
+use crate::feed::{FeedReader, Invalidation};
 use crate::jwt::{KeyError, Keys, Verifier};
 use crate::metrics::Metrics;
 use crate::proxy::{HeaderPolicy, Upstream};
@@ -23,6 +23,7 @@ use crate::revocations::Revocations;
 use crate::store::{self, SharedStore, StoreError};
 use crate::strategy::Strategy;
 use crate::transport::{Tls, TlsError};
+use crate::tunnel::Tunnels;
 
 /// What a reload may change: the config, the keys it names, the header rules, the
 /// listener's certificates.
@@ -49,6 +50,8 @@ pub struct App {
     pub cache: Arc<VerdictCache>,
     /// The backend.
     pub upstream: Upstream,
+    /// Open tunnels, closed when their token dies (SPEC §12).
+    pub tunnels: Arc<Tunnels>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
 }
@@ -143,16 +146,19 @@ impl App {
         ));
         let strategy = Strategy::new(config.store.strategy, store);
         let retention = config.store.revocation_log_retention.as_millis();
-        let policy = policy(config, keys, tls, &cache);
+        let tunnels = Arc::new(Tunnels::new(metrics.tunnels_open.clone()));
+        let policy = policy(config, keys, tls, &cache, &tunnels);
         Arc::new(App {
             revocations: Revocations::new(
                 strategy.clone(),
                 cache.clone(),
+                tunnels.clone(),
                 metrics.clone(),
                 i64::try_from(retention).unwrap_or(i64::MAX),
             ),
             strategy,
             cache,
+            tunnels,
             upstream,
             metrics,
             policy: ArcSwap::from_pointee(policy),
@@ -169,7 +175,8 @@ impl App {
     /// for the requests that arrive from now on; connections stay open. On any error
     /// the current policy stays. Keys that need a restart keep their current values and
     /// are named in the result. The verdict cache starts over (verdicts depend on the
-    /// keys and `[jwt]`'s rules); the metrics are kept.
+    /// keys and `[jwt]`'s rules), and every tunnel checks its token again; the metrics
+    /// are kept.
     pub async fn reload(&self, path: &Path) -> Result<Reloaded, ReloadError> {
         let current = self.policy();
         let (config, needs_restart) = current.config.keep_restart_only(Config::load(path)?);
@@ -181,9 +188,10 @@ impl App {
         .await?;
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?;
         self.cache.set_leeway(keys.settings().leeway as i64);
-        let policy = policy(config, keys, tls, &self.cache);
+        let policy = policy(config, keys, tls, &self.cache, &self.tunnels);
         self.policy.store(Arc::new(policy));
         self.cache.flush();
+        self.tunnels.recheck(&Invalidation::All);
         Ok(Reloaded { needs_restart })
     }
 
@@ -194,6 +202,7 @@ impl App {
             FeedReader::new(
                 self.strategy.store().clone(),
                 self.cache.clone(),
+                self.tunnels.clone(),
                 self.metrics.clone(),
                 self.policy().config.cache.feed_poll,
             )
@@ -202,13 +211,22 @@ impl App {
 }
 
 /// A policy over loaded keys: a provider's set is refreshed in the background for as
-/// long as the policy lives, and each change of it flushes the verdict cache (a verdict
-/// was given under the keys of its time: a key removed, or replaced under its kid,
-/// must stop passing at once).
-fn policy(config: Config, keys: Arc<Keys>, tls: Option<Tls>, cache: &Arc<VerdictCache>) -> Policy {
+/// long as the policy lives, and each change of it flushes the verdict cache and has
+/// every tunnel verify its token again (a verdict was given under the keys of its time:
+/// a key removed, or replaced under its kid, must stop passing at once).
+fn policy(
+    config: Config,
+    keys: Arc<Keys>,
+    tls: Option<Tls>,
+    cache: &Arc<VerdictCache>,
+    tunnels: &Arc<Tunnels>,
+) -> Policy {
     keys.on_change({
-        let cache = cache.clone();
-        move || cache.flush()
+        let (cache, tunnels) = (cache.clone(), tunnels.clone());
+        move || {
+            cache.flush();
+            tunnels.recheck(&Invalidation::All);
+        }
     });
     Keys::spawn_refresh(&keys);
     Policy {

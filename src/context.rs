@@ -9,10 +9,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderMap, HeaderValue};
 
+use crate::connection::Place;
 use crate::proxy::{UpstreamLink, X_FORWARDED_FOR, X_REQUEST_ID};
 
 /// The most of a client `X-Request-Id` kept; longer or odd ones are replaced.
@@ -29,6 +30,8 @@ pub struct ConnInfo {
     pub proto: HeaderValue,
     /// The peer's address as an `X-Forwarded-For` entry.
     pub peer_ip: HeaderValue,
+    /// The subject of the client certificate the TLS handshake verified (mTLS).
+    pub client_subject: Option<String>,
 }
 
 impl ConnInfo {
@@ -42,7 +45,14 @@ impl ConnInfo {
             // An IP address is always a valid header value.
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            client_subject: None,
         }
+    }
+
+    /// The same connection, with the subject of its verified client certificate.
+    pub fn with_client_subject(mut self, subject: Option<String>) -> ConnInfo {
+        self.client_subject = subject;
+        self
     }
 }
 
@@ -54,6 +64,20 @@ pub struct ClientConn {
     pub info: ConnInfo,
     /// The backend connection kept for this client connection.
     pub upstream: UpstreamLink,
+    /// Its place in the listener's connection budget, held as long as the connection
+    /// or the tunnel it became ([`crate::tunnel`]) lives.
+    _place: Arc<Place>,
+}
+
+impl ClientConn {
+    /// A connection accepted as `info`, holding `place` in its listener's budget.
+    pub fn new(info: ConnInfo, upstream: UpstreamLink, place: Arc<Place>) -> ClientConn {
+        ClientConn {
+            info,
+            upstream,
+            _place: place,
+        }
+    }
 }
 
 /// One request: its id and where it comes from.

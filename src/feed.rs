@@ -4,7 +4,8 @@
 //! It reads the rows of `revocation_log` after the last `seq` it applied, every
 //! `cache.feed_poll_ms`, and at once when the store pushes a signal (PostgreSQL
 //! `NOTIFY tokengate_revocations`, [`crate::store::TokenStore::listen`]). Each row drops
-//! the matching cache entries: one token, or every token of a user. A read that reached
+//! the matching cache entries: one token, or every token of a user, and asks the tunnels
+//! of that token or user to check it again ([`crate::tunnel`]). A read that reached
 //! the head marks the cache current from the moment the read *started*
 //! ([`VerdictCache::mark_current`]); a failed read does not, so after
 //! `cache.max_staleness_ms` without one the cache is bypassed until the feed is read
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cache::VerdictCache;
 use crate::metrics::Metrics;
 use crate::store::{FeedRow, FeedSignal, RevocationKind, SharedStore, TokenHash};
+use crate::tunnel::Tunnels;
 
 /// Rows read per query; a longer backlog is read in several queries back to back.
 const BATCH: u32 = 1000;
@@ -67,6 +69,7 @@ impl Invalidation {
 pub struct FeedReader {
     store: SharedStore,
     cache: Arc<VerdictCache>,
+    tunnels: Arc<Tunnels>,
     metrics: Arc<Metrics>,
     poll: Duration,
     /// The last `seq` applied; `None` until the head has been read once.
@@ -80,12 +83,14 @@ impl FeedReader {
     pub fn new(
         store: SharedStore,
         cache: Arc<VerdictCache>,
+        tunnels: Arc<Tunnels>,
         metrics: Arc<Metrics>,
         poll: Duration,
     ) -> FeedReader {
         FeedReader {
             store,
             cache,
+            tunnels,
             metrics,
             poll,
             position: None,
@@ -119,7 +124,7 @@ impl FeedReader {
         let result = match self.position {
             None => self.store.feed_head().await.map(|head| {
                 // Nothing read before this: whatever is cached predates the reader.
-                self.cache.flush();
+                self.invalidate(&Invalidation::All);
                 self.position = Some(head);
                 true
             }),
@@ -164,17 +169,14 @@ impl FeedReader {
                     seq = row.seq,
                     "gap in the revocation feed; cache flushed"
                 );
-                self.cache.flush();
+                self.invalidate(&Invalidation::All);
             }
-            match Invalidation::of(row) {
-                Invalidation::Token(hash) => self.cache.forget_token(hash),
-                Invalidation::User(user) => self.cache.forget_user(&user),
-                Invalidation::All => {
-                    self.metrics.feed_error();
-                    tracing::warn!(seq = row.seq, kind = %row.kind, "unreadable revocation feed row; cache flushed");
-                    self.cache.flush();
-                }
+            let what = Invalidation::of(row);
+            if what == Invalidation::All {
+                self.metrics.feed_error();
+                tracing::warn!(seq = row.seq, kind = %row.kind, "unreadable revocation feed row; cache flushed");
             }
+            self.invalidate(&what);
             let lag_ms = now_ms.saturating_sub(row.at_ms).max(0);
             self.metrics
                 .revocation_lag(Duration::from_millis(lag_ms.unsigned_abs()));
@@ -182,6 +184,17 @@ impl FeedReader {
         }
         self.position = Some(last.max(after));
         rows.len()
+    }
+
+    /// Applies one invalidation: the cache forgets, the tunnels concerned check their
+    /// token against the store.
+    fn invalidate(&self, what: &Invalidation) {
+        match what {
+            Invalidation::Token(hash) => self.cache.forget_token(*hash),
+            Invalidation::User(user) => self.cache.forget_user(user),
+            Invalidation::All => self.cache.flush(),
+        }
+        self.tunnels.recheck(what);
     }
 
     fn on_signal(&mut self, signal: Option<FeedSignal>) {

@@ -8,6 +8,8 @@
 //!    check liveness;
 //! 5. prepare the upstream request (forwarding headers, identity) and forward
 //!    ([`crate::proxy::HeaderPolicy::prepare_upstream`], [`crate::proxy::Upstream`]);
+//!    an upgrade (a WebSocket) that the backend accepts becomes a tunnel
+//!    ([`crate::tunnel`]);
 //! 6. record metrics and a log line.
 //!
 //! What is known about the connection and the request (peer, trust, request id) is
@@ -37,11 +39,12 @@ use crate::context::{ClientConn, RequestContext};
 use crate::extract::{extract, extract_with_source, ExtractError, TokenSource};
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::metrics::Outcome;
-use crate::proxy::headers::DisguisedFraming;
+use crate::proxy::headers::{set_upgrade, upgrade_offered, DisguisedFraming};
 use crate::proxy::{UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
 use crate::store::{Actor, Session, StoreError, TokenHash, TokenKind};
 use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
+use crate::tunnel::Watched;
 
 /// Why a request is answered by tokengate itself instead of the backend.
 #[derive(Debug, thiserror::Error)]
@@ -327,11 +330,13 @@ where
 /// Steps 1 to 5; returns the metrics outcome with the response.
 async fn pipeline(
     app: &Scope<'_>,
-    conn: &ClientConn,
+    conn: &Arc<ClientConn>,
     ctx: &RequestContext<'_>,
     mut request: Request<Body>,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
     check_head(&request)?;
+    // Read before step 2 removes `Upgrade` and `Connection` (hop-by-hop).
+    let upgrade = crate::proxy::headers::requested_upgrade(&request);
     app.headers
         .sanitize(request.headers_mut(), ctx)
         .map_err(|DisguisedFraming(name)| {
@@ -345,12 +350,34 @@ async fn pipeline(
         Route::Sessions => list_sessions(app, &request).await,
         Route::Session(id) => revoke_session(app, &request, &id).await,
         Route::Capture(route) => capture(&via, request, route).await,
-        Route::Public => Ok((Outcome::Public, via.forward(request, &[]).await?)),
-        Route::Protected => {
-            let verdict = authorize(app, &request).await?;
-            let response = via.forward(request, &verdict.identity).await?;
-            Ok((Outcome::Forwarded, response))
-        }
+        Route::Public => match upgrade {
+            Some(offered) => Ok((
+                Outcome::Public,
+                via.tunnel(request, offered, &[], None).await?,
+            )),
+            None => Ok((Outcome::Public, via.forward(request, &[]).await?)),
+        },
+        Route::Protected => match upgrade {
+            // A tunnel outlives any cache entry: its token is checked in the store now,
+            // and watched from then on (SPEC §12).
+            Some(offered) => {
+                let raw = extract(request.headers(), &app.config.token_sources)?
+                    .ok_or(Refusal::NoToken)?
+                    .to_owned();
+                let (token, _) = verify_live(app, &raw).await?;
+                let identity = app.headers.identity_headers(&token.user, &token.claims);
+                let watched = Watched { raw, token };
+                let response = via
+                    .tunnel(request, offered, &identity, Some(watched))
+                    .await?;
+                Ok((Outcome::Forwarded, response))
+            }
+            None => {
+                let verdict = authorize(app, &request).await?;
+                let response = via.forward(request, &verdict.identity).await?;
+                Ok((Outcome::Forwarded, response))
+            }
+        },
     }
 }
 
@@ -358,7 +385,7 @@ async fn pipeline(
 /// header rules) in force when the request arrived, kept to its end even if a reload
 /// swaps in another meanwhile. Derefs to the [`App`].
 pub struct Scope<'a> {
-    app: &'a App,
+    app: &'a Arc<App>,
     /// The config of this request.
     pub config: &'a crate::config::Config,
     /// The verifier of this request.
@@ -369,7 +396,7 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     /// `app` under `policy`.
-    pub fn new(app: &'a App, policy: &'a Policy) -> Scope<'a> {
+    pub fn new(app: &'a Arc<App>, policy: &'a Policy) -> Scope<'a> {
         Scope {
             app,
             config: &policy.config,
@@ -391,7 +418,7 @@ impl std::ops::Deref for Scope<'_> {
 /// backend connection) and the request's context.
 struct Via<'a> {
     app: &'a Scope<'a>,
-    conn: &'a ClientConn,
+    conn: &'a Arc<ClientConn>,
     ctx: &'a RequestContext<'a>,
 }
 
@@ -407,6 +434,46 @@ impl Via<'_> {
             .headers
             .prepare_upstream(&mut request, self.ctx, identity);
         self.app.upstream.send(&self.conn.upstream, request).await
+    }
+
+    /// Step 5 for an upgrade the client `offered` (SPEC §12): the request goes, with
+    /// `identity` and the upgrade headers, on a backend connection of its own; when the
+    /// backend switches to an offered protocol, the 101 goes back and both connections
+    /// become a tunnel, watching the token that opened it when there is one. Any other
+    /// answer goes back as a plain response.
+    async fn tunnel(
+        &self,
+        mut request: Request<Body>,
+        offered: HeaderValue,
+        identity: &[(HeaderName, HeaderValue)],
+        watched: Option<Watched>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let client = hyper::upgrade::on(&mut request);
+        self.app
+            .headers
+            .prepare_upstream(&mut request, self.ctx, identity);
+        set_upgrade(request.headers_mut(), offered.clone());
+        let (mut response, switched) = self.app.upstream.upgrade(request).await?;
+        let Some((protocol, backend)) = switched else {
+            return Ok(response);
+        };
+        if !upgrade_offered(&offered, &protocol) {
+            tracing::warn!(
+                offered = ?offered,
+                chosen = ?protocol,
+                "the backend switched to a protocol the client did not offer"
+            );
+            return Err(UpstreamError::Protocol);
+        }
+        set_upgrade(response.headers_mut(), protocol);
+        tokio::spawn(crate::tunnel::run(
+            Arc::clone(self.app.app),
+            Arc::clone(self.conn),
+            client,
+            backend,
+            watched,
+        ));
+        Ok(response)
     }
 }
 

@@ -33,6 +33,8 @@
 //! - [`admin`]: health, readiness, metrics.
 //! - [`server`]: listeners, graceful shutdown, background prune.
 //! - [`transport`]: TCP or TLS on the public listener.
+//! - [`tunnel`]: upgraded connections (WebSockets) tunnelled to the backend, closed when
+//!   the token that opened them is revoked or expires.
 //! - [`connection`]: what one client connection may hold: a place in its listener's
 //!   budget, a deadline for its first request, an idle timeout.
 //! - [`app`]: the shared state: what is built once at start, and the policy (config,
@@ -67,3 +69,4 @@ pub mod store;
 pub mod strategy;
 pub mod timefmt;
 pub mod transport;
+pub mod tunnel;

@@ -141,6 +141,8 @@ pub struct Metrics {
     /// What a key set fetched from a provider counts (SPEC §11).
     pub jwks: KeyMetrics,
     config_reloads: Family<Labels, Counter>,
+    /// Open tunnels (upgraded connections, SPEC §12); the tunnel registry counts them.
+    pub tunnels_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -257,7 +259,14 @@ impl Metrics {
             "Config reloads (SIGHUP, server.watch_config), by result",
             config_reloads.clone(),
         );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "tunnels_open",
+            "Upgraded connections (WebSockets) tunnelled to the backend now",
+            tunnels_open.clone(),
+        );
         Metrics {
+            tunnels_open,
             config_reloads,
             jwks,
             registry,

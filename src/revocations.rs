@@ -5,18 +5,21 @@
 //! and who asks ([`Actor`]). Here, and only here, the strategy picks the rows
 //! ([`crate::strategy::Strategy::plan`]), the store changes them and appends the feed
 //! row in one transaction, this process's verdict cache forgets the token or user at once
-//! (other processes learn it from the feed, [`crate::feed`]), the metric is counted and
+//! and its tunnels of them check again (other processes learn it from the feed,
+//! [`crate::feed`]), the metric is counted and
 //! the audit line is written. Listing and pruning sessions come through here too, so
 //! that "this strategy keeps no sessions" is decided once.
 
 use std::sync::Arc;
 
 use crate::cache::VerdictCache;
+use crate::feed::Invalidation;
 use crate::metrics::Metrics;
 use crate::store::{
     Actor, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session, StoreError,
 };
 use crate::strategy::{Strategy, StrategyKind, Target};
+use crate::tunnel::Tunnels;
 
 /// Folds rows (newest first) into one entry per session id, in order of each session's
 /// newest row; the entry keeps the login row's metadata, the earliest creation and the
@@ -61,6 +64,7 @@ pub enum RevokeError {
 pub struct Revocations {
     strategy: Strategy,
     cache: Arc<VerdictCache>,
+    tunnels: Arc<Tunnels>,
     metrics: Arc<Metrics>,
     log_retention_ms: i64,
 }
@@ -70,12 +74,14 @@ impl Revocations {
     pub fn new(
         strategy: Strategy,
         cache: Arc<VerdictCache>,
+        tunnels: Arc<Tunnels>,
         metrics: Arc<Metrics>,
         log_retention_ms: i64,
     ) -> Revocations {
         Revocations {
             strategy,
             cache,
+            tunnels,
             metrics,
             log_retention_ms,
         }
@@ -104,14 +110,23 @@ impl Revocations {
             .or_else(|| revoked.sessions.first().map(|s| s.user_id.clone()))
             .unwrap_or_default();
         // What the change ended, not what was asked: a user-status logout is a cut-off.
+        // The tunnels those tokens opened check them again and close.
         match kind {
-            RevocationKind::LogoutAll | RevocationKind::Cutoff => self.cache.forget_user(&user),
+            RevocationKind::LogoutAll | RevocationKind::Cutoff => {
+                self.cache.forget_user(&user);
+                self.tunnels.recheck(&Invalidation::User(user.clone()));
+            }
             RevocationKind::Logout | RevocationKind::Session => {
-                if let Target::Token(token) | Target::Replaced(token) = target {
-                    self.cache.forget_token(token.hash);
-                }
-                for session in &revoked.sessions {
-                    self.cache.forget_token(session.token_hash);
+                let one = match target {
+                    Target::Token(token) | Target::Replaced(token) => Some(token.hash),
+                    _ => None,
+                };
+                for hash in one
+                    .into_iter()
+                    .chain(revoked.sessions.iter().map(|s| s.token_hash))
+                {
+                    self.cache.forget_token(hash);
+                    self.tunnels.recheck(&Invalidation::Token(hash));
                 }
             }
         }

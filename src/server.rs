@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::connection::{Activity, Budget, Deadline, Noting, WriteDeadline};
+use crate::connection::{Activity, Budget, Deadline, Noting, Place, WriteDeadline};
 use crate::context::{ClientConn, ConnInfo};
 use crate::transport::{ClientIo, Tls};
 
@@ -82,13 +82,15 @@ pub async fn run(
             stop_rx.clone(),
             limits,
             tls,
-            move |peer, secure| {
+            move |peer, io: &ClientIo, place| {
                 let app = app.clone();
                 let trusted = app.policy().headers.is_trusted(peer.ip());
-                let conn = Arc::new(ClientConn {
-                    info: ConnInfo::new(peer, trusted, secure),
-                    upstream: app.upstream.link(),
-                });
+                let info = ConnInfo::new(peer, trusted, io.is_tls())
+                    .with_client_subject(io.client_subject());
+                if let Some(subject) = &info.client_subject {
+                    tracing::debug!(%peer, client = %subject, "client certificate verified");
+                }
+                let conn = Arc::new(ClientConn::new(info, app.upstream.link(), place));
                 service_fn(move |req| crate::gate::handle(app.clone(), conn.clone(), req))
             },
         ))
@@ -109,7 +111,7 @@ pub async fn run(
             stop_rx,
             limits,
             || None,
-            move |_peer, _secure| {
+            move |_peer, _io: &ClientIo, _place| {
                 let app = app.clone();
                 service_fn(move |req| crate::admin::handle(app.clone(), req))
             },
@@ -159,7 +161,7 @@ async fn serve<F, S>(
     tls: impl Fn() -> Option<Tls>,
     make_service: F,
 ) where
-    F: Fn(SocketAddr, bool) -> S + Send + Sync + 'static,
+    F: Fn(SocketAddr, &ClientIo, Arc<Place>) -> S + Send + Sync + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::body::Body>,
@@ -215,7 +217,8 @@ async fn serve<F, S>(
                 let draining = draining.clone();
                 let (write_timeout, timeouts) = (limits.write_timeout, (header_read_timeout, limits.idle_timeout));
                 tokio::spawn(async move {
-                    let _place = place;
+                    // Held here until the connection ends, and by a tunnel it becomes.
+                    let place = Arc::new(place);
                     // The handshake is part of the first request's time (SPEC §10).
                     let stream = match tls {
                         None => ClientIo::Plain(stream),
@@ -234,9 +237,9 @@ async fn serve<F, S>(
                             }
                         }
                     };
-                    let service = Noting::new(make_service(peer, stream.is_tls()), activity.clone());
+                    let service = Noting::new(make_service(peer, &stream, place.clone()), activity.clone());
                     let stream = WriteDeadline::new(stream, write_timeout);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     if let Err(e) = drive(connection, &activity, timeouts, draining).await {
                         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
                     }
@@ -261,7 +264,7 @@ async fn serve<F, S>(
 /// flight responses finish, HTTP/2 says GOAWAY) when idle for the second, or when the
 /// listener drains.
 async fn drive<S>(
-    connection: auto::Connection<
+    connection: auto::UpgradeableConnection<
         'static,
         TokioIo<WriteDeadline<ClientIo>>,
         Noting<S>,

@@ -206,6 +206,18 @@ impl ClientIo {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientIo::Tls(_))
     }
+
+    /// The subject of the client certificate (mTLS, verified by the handshake against
+    /// `server.tls_client_ca_file`), as an RFC 4514 string; `None` without one.
+    pub fn client_subject(&self) -> Option<String> {
+        use x509_cert::der::Decode;
+        let ClientIo::Tls(tls) = self else {
+            return None;
+        };
+        let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+        let cert = x509_cert::Certificate::from_der(leaf).ok()?;
+        Some(cert.tbs_certificate.subject.to_string())
+    }
 }
 
 impl AsyncRead for ClientIo {
@@ -276,6 +288,73 @@ mod tests {
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
         params.self_signed(&key).unwrap().der().clone()
+    }
+
+    /// A CA-signed certificate for `name` (its CN too): (PEM chain, PEM key, DER, key).
+    fn issue(
+        issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+        name: &str,
+    ) -> (
+        String,
+        String,
+        CertificateDer<'static>,
+        PrivateKeyDer<'static>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (cert.pem(), key.serialize_pem(), cert.der().clone(), der)
+    }
+
+    #[tokio::test]
+    async fn a_verified_client_certificate_gives_its_subject() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let dir = tempfile::tempdir().unwrap();
+        let (server_pem, server_key, _, _) = issue(&issuer, "localhost");
+        let (_, _, client_der, client_key) = issue(&issuer, "client-1");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let tls = Tls::load(&ServerTls {
+            cert_file: file("server.pem", &server_pem),
+            key_file: file("server.key", &server_key),
+            client_ca_file: Some(file("ca.pem", &ca_cert.pem())),
+        })
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let io = tls.accept(stream).await.unwrap();
+            (io.is_tls(), io.client_subject())
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(crypto())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![client_der], client_key)
+            .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let _client = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (is_tls, subject) = server.await.unwrap();
+        assert!(is_tls);
+        assert_eq!(subject.as_deref(), Some("CN=client-1"));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! building a string per header: the rules are normalized once, at start.
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE, HOST};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE, HOST, UPGRADE,
+};
 use http::Request;
 
 use crate::config::ForwardConfig;
@@ -347,6 +349,90 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocols a client asks to switch to (RFC 9110 §7.8), read before
+/// [`HeaderPolicy::sanitize`] removes `Upgrade` and `Connection`: an HTTP/1.1 request
+/// with one `Upgrade` field whose `Connection` names `upgrade`. `None`, and the request
+/// is forwarded as a plain one, for:
+/// - `h2c` among the protocols: HTTP/2 is spoken with prior knowledge only, never
+///   switched to (SPEC §12);
+/// - a `websocket` offer that is not an RFC 6455 §4.1 handshake (`GET`, one
+///   `Sec-WebSocket-Key`, a `Sec-WebSocket-Version`);
+/// - an `Upgrade` field that does not parse as a list of protocol tokens.
+pub fn requested_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let headers = request.headers();
+    let mut fields = headers.get_all(UPGRADE).iter();
+    let (Some(upgrade), None) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    let asked = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !asked {
+        return None;
+    }
+    let mut websocket = false;
+    for protocol in protocols(upgrade)? {
+        let name = protocol.split('/').next().unwrap_or(protocol);
+        if name.eq_ignore_ascii_case("h2c") {
+            return None;
+        }
+        websocket |= name.eq_ignore_ascii_case("websocket");
+    }
+    if websocket {
+        let mut keys = headers.get_all("sec-websocket-key").iter();
+        let handshake = request.method() == http::Method::GET
+            && matches!((keys.next(), keys.next()), (Some(_), None))
+            && headers.contains_key("sec-websocket-version");
+        if !handshake {
+            return None;
+        }
+    }
+    Some(upgrade.clone())
+}
+
+/// The protocol tokens of an `Upgrade` value (`name` or `name/version`), `None` when it
+/// is not such a list.
+fn protocols(value: &HeaderValue) -> Option<Vec<&str>> {
+    let text = value.to_str().ok()?;
+    let list: Vec<&str> = text.split(',').map(str::trim).collect();
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let sound = list.iter().all(|p| match p.split_once('/') {
+        Some((name, version)) => token(name) && token(version),
+        None => token(p),
+    });
+    sound.then_some(list)
+}
+
+/// Whether the protocol a backend switched to is one the client offered (compared
+/// without regard to case): a backend may not switch a client to something it did not
+/// ask for.
+pub fn upgrade_offered(offered: &HeaderValue, chosen: &HeaderValue) -> bool {
+    match (protocols(offered), protocols(chosen)) {
+        (Some(offered), Some(chosen)) if chosen.len() == 1 => {
+            offered.iter().any(|p| p.eq_ignore_ascii_case(chosen[0]))
+        }
+        _ => false,
+    }
+}
+
+/// Marks a message as an upgrade to `protocol`: `Connection: upgrade` and `Upgrade`, the
+/// two hop-by-hop headers an upgrade needs on each hop (set after sanitizing, on the
+/// request to the backend and on the 101 to the client).
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
 /// A header map of `pairs`, in order, duplicates kept: the unit tests' request heads.
 #[cfg(test)]
 pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -385,6 +471,65 @@ mod tests {
         p.sanitize(request.headers_mut(), &ctx).unwrap();
         p.prepare_upstream(&mut request, &ctx, &[]);
         request.headers().clone()
+    }
+
+    fn upgrade_request(method: &str, pairs: &[(&str, &str)]) -> Request<()> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri("/ws")
+            .body(())
+            .unwrap();
+        *request.headers_mut() = headers(pairs);
+        request
+    }
+
+    #[test]
+    fn an_upgrade_needs_connection_upgrade_and_never_names_h2c() {
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ];
+        let r = upgrade_request("GET", &ws);
+        assert_eq!(requested_upgrade(&r).unwrap(), "websocket");
+        // Not GET, no key, two keys, no Connection: upgrade: not a WebSocket handshake.
+        assert!(requested_upgrade(&upgrade_request("POST", &ws)).is_none());
+        assert!(requested_upgrade(&upgrade_request("GET", &ws[..3])).is_none());
+        let mut two_keys = ws.to_vec();
+        two_keys.push(("sec-websocket-key", "b3RoZXI="));
+        assert!(requested_upgrade(&upgrade_request("GET", &two_keys)).is_none());
+        assert!(requested_upgrade(&upgrade_request("GET", &ws[1..])).is_none());
+        for h2c in ["h2c", "foo, H2C", "h2c/1"] {
+            let r = upgrade_request("GET", &[("connection", "upgrade"), ("upgrade", h2c)]);
+            assert!(requested_upgrade(&r).is_none(), "{h2c}");
+        }
+        let r = upgrade_request("GET", &[("connection", "upgrade"), ("upgrade", "a b")]);
+        assert!(requested_upgrade(&r).is_none());
+        let r = upgrade_request("GET", &[("connection", "upgrade"), ("upgrade", "foo/2")]);
+        assert_eq!(requested_upgrade(&r).unwrap(), "foo/2");
+        let mut http2 = upgrade_request("GET", &ws);
+        *http2.version_mut() = http::Version::HTTP_2;
+        assert!(requested_upgrade(&http2).is_none());
+    }
+
+    #[test]
+    fn a_backend_switches_only_to_an_offered_protocol() {
+        let offered = HeaderValue::from_static("websocket, foo/2");
+        assert!(upgrade_offered(
+            &offered,
+            &HeaderValue::from_static("WebSocket")
+        ));
+        assert!(upgrade_offered(
+            &offered,
+            &HeaderValue::from_static("foo/2")
+        ));
+        assert!(!upgrade_offered(&offered, &HeaderValue::from_static("foo")));
+        assert!(!upgrade_offered(&offered, &HeaderValue::from_static("h2c")));
+        assert!(!upgrade_offered(
+            &offered,
+            &HeaderValue::from_static("websocket, foo/2")
+        ));
     }
 
     #[test]

@@ -7,16 +7,18 @@
 //! bounded stack of idle connections (filled when client connections end, or when an
 //! HTTP/2 client runs requests side by side), or opens a new one. A request that a
 //! reused connection could not send (the backend had closed it) is sent again on
-//! another; one that may have reached the backend is not.
+//! another; one that may have reached the backend is not. An upgrade request gets a
+//! connection of its own ([`Upstream::upgrade`]), which a 101 turns into a tunnel.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, HOST, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -171,24 +173,51 @@ impl Upstream {
         link: &UpstreamLink,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *request.uri_mut() = Uri::from(path_and_query);
-        *request.version_mut() = Version::HTTP_11;
-        if !request.headers().contains_key(HOST) {
-            request
-                .headers_mut()
-                .insert(HOST, self.shared.host_header.clone());
-        }
+        self.shared.target(&mut request);
         let response = tokio::time::timeout(self.shared.timeout, self.exchange(link, request))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
         let mut response = response.map(body::boxed);
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+
+    /// Sends an upgrade request (it carries `Connection: upgrade` and `Upgrade`) on a
+    /// backend connection of its own, never a kept or idle one: after a 101 that
+    /// connection becomes the tunnel's. Returns the response, hop-by-hop headers
+    /// dropped, and on a 101 the protocol the backend switched to, with the backend's
+    /// side of the tunnel.
+    pub async fn upgrade(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<(Response<Body>, Option<(HeaderValue, OnUpgrade)>), UpstreamError> {
+        self.shared.target(&mut request);
+        let exchange = async {
+            let mut sender = self.shared.connect(true).await?;
+            let sent = match sender.ready().await {
+                Ok(()) => sender.send_request(request).await,
+                Err(e) => Err(e),
+            };
+            sent.map_err(|e| {
+                tracing::debug!(error = %e, "upstream upgrade request failed");
+                UpstreamError::Protocol
+            })
+        };
+        let mut response = tokio::time::timeout(self.shared.timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        let switched = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let protocol = response.headers().get(UPGRADE).cloned().ok_or_else(|| {
+                tracing::warn!("the backend answered 101 without an Upgrade header");
+                UpstreamError::Protocol
+            })?;
+            Some((protocol, hyper::upgrade::on(&mut response)))
+        } else {
+            None
+        };
+        let mut response = response.map(body::boxed);
+        strip_hop_by_hop(response.headers_mut());
+        Ok((response, switched))
     }
 
     /// One request, one response head, on a kept, idle or new connection.
@@ -200,7 +229,7 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match link.take().or_else(|| self.shared.take_idle()) {
                 Some(sender) => (sender, true),
-                None => (self.shared.connect().await?, false),
+                None => (self.shared.connect(false).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -222,10 +251,27 @@ impl Upstream {
 }
 
 impl Shared {
+    /// Makes a request fit for the backend: only its path and query are kept from the
+    /// client's URI, it goes as HTTP/1.1, and with a `Host` (an HTTP/1.0 client's
+    /// request may have none).
+    fn target(&self, request: &mut Request<Body>) {
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from(path_and_query);
+        *request.version_mut() = Version::HTTP_11;
+        if !request.headers().contains_key(HOST) {
+            request.headers_mut().insert(HOST, self.host_header.clone());
+        }
+    }
+
     /// Opens a backend connection (TCP, and TLS for an https backend, both within the
-    /// connect timeout) and starts its task.
-    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+    /// connect timeout) and starts its task; one that may be `upgraded` hands its
+    /// stream over after a 101.
+    async fn connect(&self, upgraded: bool) -> Result<SendRequest<Body>, UpstreamError> {
+        match tokio::time::timeout(self.connect_timeout, self.open(upgraded)).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::debug!("connecting to the backend timed out");
@@ -234,7 +280,7 @@ impl Shared {
         }
     }
 
-    async fn open(&self) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn open(&self, upgraded: bool) -> Result<SendRequest<Body>, UpstreamError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
@@ -243,7 +289,7 @@ impl Shared {
             })?;
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => start(stream).await,
+            None => start(stream, upgraded).await,
             Some((connector, name)) => {
                 // Never a fall-back to clear text: a certificate that does not verify is a
                 // 502, and the cause is logged (SPEC §12).
@@ -251,7 +297,7 @@ impl Shared {
                     tracing::warn!(error = %e, "backend TLS handshake failed");
                     UpstreamError::Connect
                 })?;
-                start(stream).await
+                start(stream, upgraded).await
             }
         }
     }
@@ -316,8 +362,9 @@ impl Drop for UpstreamLink {
     }
 }
 
-/// The HTTP/1.1 handshake on an open backend stream, and the connection's task.
-async fn start<T>(stream: T) -> Result<SendRequest<Body>, UpstreamError>
+/// The HTTP/1.1 handshake on an open backend stream, and the connection's task; with
+/// `upgrades`, the task hands the stream to the tunnel after a 101.
+async fn start<T>(stream: T, upgrades: bool) -> Result<SendRequest<Body>, UpstreamError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -329,7 +376,12 @@ where
             UpstreamError::Connect
         })?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        let ended = if upgrades {
+            connection.with_upgrades().await
+        } else {
+            connection.await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "backend connection ended with an error");
         }
     });

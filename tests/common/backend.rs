@@ -48,8 +48,9 @@ pub type Minter = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// Routes: `POST /login` (token in JSON `access_token`), `POST /login-header` (token in
 /// `X-Access-Token`), `POST /login-cookie` (token in `Set-Cookie: access_token`),
 /// `POST /login-fail` (401 with a token in the body), `/slow` (answers after 3 s), `/sleep/{ms}`,
-/// `/stream/{n}` (n bytes), `/big-login` (2 MiB JSON with a token at the end), anything
-/// else: 200 with a JSON echo of the request's body length and hash.
+/// `/stream/{n}` (n bytes), `/big-login` (2 MiB JSON with a token at the end), a
+/// WebSocket echo on every path ending in `/ws`, anything else: 200 with a JSON echo of
+/// the request's body length and hash.
 /// The login routes read the user from a JSON body `{"user": ...}` (default `alice`).
 pub struct Backend {
     pub addr: SocketAddr,
@@ -86,7 +87,7 @@ impl Backend {
                     let service =
                         service_fn(move |req| backend_route(log.clone(), minter.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -147,6 +148,9 @@ async fn backend_route(
     minter: Minter,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    if req.uri().path().ends_with("/ws") || req.uri().path() == "/ws-unoffered" {
+        return Ok(websocket(&log, req));
+    }
     let (parts, body) = req.into_parts();
     let bytes = body
         .collect()
@@ -268,6 +272,57 @@ async fn backend_route(
         }
     }
     Ok(response)
+}
+
+/// A WebSocket endpoint (RFC 6455): records the handshake like any request, answers it
+/// with a 101 and echoes every message until the client goes. `/ws-unoffered` switches
+/// to a protocol nobody asked for, as a broken backend would. A request that is not a
+/// handshake gets 426.
+fn websocket(log: &Mutex<Vec<Seen>>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+
+    log.lock().unwrap().push(Seen {
+        method: req.method().clone(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+        body_len: 0,
+        body_sha256: String::new(),
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        *response.status_mut() = StatusCode::UPGRADE_REQUIRED;
+        return response;
+    };
+    let protocol = if req.uri().path() == "/ws-unoffered" {
+        "something-else"
+    } else {
+        "websocket"
+    };
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("connection", "upgrade".parse().unwrap());
+    headers.insert("upgrade", protocol.parse().unwrap());
+    headers.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(message)) = ws.next().await {
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    response
 }
 
 /// The user of the refresh token a refresh request presents (JSON `refresh`, or the
