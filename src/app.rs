@@ -170,6 +170,12 @@ impl App {
         self.policy.load_full()
     }
 
+    /// Whether `policy` is still the one in force (no reload since it was taken): a
+    /// verdict made under an older one must not be cached.
+    pub fn is_current(&self, policy: &Arc<Policy>) -> bool {
+        Arc::ptr_eq(&self.policy.load(), policy)
+    }
+
     /// Re-reads the config file at `path` and every file it names (keys, certificates), validates them as a
     /// start would (a provider's key set is fetched again), and swaps the new policy in
     /// for the requests that arrive from now on; connections stay open. On any error

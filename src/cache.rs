@@ -38,6 +38,7 @@ use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
 use crate::jwt::VerifiedToken;
+use crate::rules::Grants;
 use crate::store::{Session, TokenHash};
 
 /// Tokens longer than this are never cached (SPEC §9).
@@ -73,6 +74,9 @@ pub struct Verdict {
     pub identity: Vec<(HeaderName, HeaderValue)>,
     /// The allowlist session, when the strategy keeps one.
     pub session_id: Option<String>,
+    /// Which `[[rules]]` the token satisfies (SPEC §13), under the policy it was made
+    /// with (a verdict made under another policy is never inserted).
+    pub grants: Grants,
 }
 
 impl Verdict {
@@ -81,6 +85,7 @@ impl Verdict {
         token: &VerifiedToken,
         session: Option<&Session>,
         identity: Vec<(HeaderName, HeaderValue)>,
+        grants: Grants,
     ) -> Verdict {
         Verdict {
             hash: token.hash,
@@ -89,6 +94,7 @@ impl Verdict {
             not_before: token.not_before,
             identity,
             session_id: session.map(|s| s.session_id.clone()),
+            grants,
         }
     }
 }
@@ -386,6 +392,7 @@ mod tests {
             not_before: None,
             identity: Vec::new(),
             session_id: None,
+            grants: Default::default(),
         })
     }
 

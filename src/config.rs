@@ -22,6 +22,7 @@ use crate::jwt::keys::{
     MIN_HMAC_SECRET_BYTES,
 };
 use crate::jwt::VerifierSettings;
+use crate::rules::{Rule, Rules};
 use crate::strategy::StrategyKind;
 
 /// Default public listener.
@@ -140,6 +141,18 @@ pub mod raw {
         pub forward: Forward,
         pub admin: Admin,
         pub cache: Cache,
+        pub rules: Vec<Rule>,
+    }
+
+    /// One `[[rules]]` entry. The lists are optional so that an empty one, which can
+    /// only be a mistake, is told from a missing one.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub path: String,
+        pub methods: Option<Vec<String>>,
+        pub scopes: Option<Vec<String>>,
+        pub claims: Option<BTreeMap<String, String>>,
     }
 
     /// `[cache]`
@@ -336,6 +349,8 @@ pub mod raw {
         pub logout_all: String,
         pub sessions: String,
         pub public: Vec<String>,
+        pub forward_auth: String,
+        pub revoke: String,
     }
 
     impl Default for Routes {
@@ -345,6 +360,8 @@ pub mod raw {
                 logout_all: DEFAULT_LOGOUT_ALL.into(),
                 sessions: DEFAULT_SESSIONS.into(),
                 public: Vec::new(),
+                forward_auth: String::new(),
+                revoke: String::new(),
             }
         }
     }
@@ -402,6 +419,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[cache]`
     pub cache: CacheConfig,
+    /// `[[rules]]`, in file order.
+    pub rules: Rules,
 }
 
 /// `[jwt]`, parsed.
@@ -551,6 +570,10 @@ pub struct RoutesConfig {
     pub sessions: Option<String>,
     /// Forwarded without authentication.
     pub public: Vec<PathPattern>,
+    /// Answers an ingress's authorization subrequest (SPEC §13); `None` when off.
+    pub forward_auth: Option<String>,
+    /// RFC 7009 token revocation; `None` when off.
+    pub revoke: Option<String>,
 }
 
 /// `[forward]`, parsed.
@@ -678,7 +701,9 @@ impl Config {
         let forward = forward(&raw.forward)?;
         let admin = admin(&raw.admin, base)?;
         let cache = cache(&raw.cache)?;
+        let rules = rules(&raw.rules, &routes, &capture)?;
         Ok(Config {
+            rules,
             server,
             upstream,
             jwt,
@@ -822,6 +847,8 @@ impl Config {
              cache: {}\n\
              capture: {}\n\
              public routes: {}\n\
+             rules: {}\n\
+             forward-auth: {}, RFC 7009 revocation: {}\n\
              identity header: {}{}\n\
              admin API: {}",
             self.server.listen,
@@ -852,6 +879,9 @@ impl Config {
                 captures.join(", ")
             },
             self.routes.public.len(),
+            self.rules.len(),
+            self.routes.forward_auth.as_deref().unwrap_or("off"),
+            self.routes.revoke.as_deref().unwrap_or("off"),
             self.forward.user_header,
             if self.forward.claim_headers.is_empty() {
                 String::new()
@@ -1420,30 +1450,41 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         }
         Some(raw.sessions.trim_end_matches('/').to_string())
     };
-    let mut public = Vec::new();
-    for (i, p) in raw.public.iter().enumerate() {
-        let key = format!("routes.public[{i}]");
-        let pattern = match p.strip_suffix('*') {
-            Some(prefix) => {
-                check_route_path(&key, prefix)?;
-                PathPattern::Prefix(prefix.to_string())
-            }
-            None => {
-                check_route_path(&key, p)?;
-                PathPattern::Exact(p.clone())
-            }
-        };
-        public.push(pattern);
-    }
-    // Our own routes must never be shadowed by an unauthenticated one.
-    let own: Vec<&str> = [
-        Some(raw.logout.as_str()),
-        Some(raw.logout_all.as_str()),
-        sessions.as_deref(),
+    let public = raw
+        .public
+        .iter()
+        .enumerate()
+        .map(|(i, p)| path_pattern(&format!("routes.public[{i}]"), p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let optional = |key: &str, path: &str| -> Result<Option<String>, ConfigError> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        check_route_path(key, path)?;
+        Ok(Some(path.trim_end_matches('/').to_string()).filter(|p| !p.is_empty()))
+    };
+    let forward_auth = optional("routes.forward_auth", &raw.forward_auth)?;
+    let revoke = optional("routes.revoke", &raw.revoke)?;
+    // Our own routes must never be shadowed by an unauthenticated one, nor by another.
+    let own: Vec<(&str, &str)> = [
+        ("routes.logout", Some(raw.logout.as_str())),
+        ("routes.logout_all", Some(raw.logout_all.as_str())),
+        ("routes.sessions", sessions.as_deref()),
+        ("routes.forward_auth", forward_auth.as_deref()),
+        ("routes.revoke", revoke.as_deref()),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(key, path)| path.map(|p| (key, p)))
     .collect();
+    for (i, (key, route)) in own.iter().enumerate() {
+        if let Some((other, _)) = own[..i].iter().find(|(_, r)| r == route) {
+            return Err(ConfigError::new(
+                *key,
+                format!("{route} is already {other}"),
+            ));
+        }
+    }
+    let own: Vec<&str> = own.into_iter().map(|(_, route)| route).collect();
     for route in &own {
         if public.iter().any(|p| p.matches(route)) {
             return Err(ConfigError::new(
@@ -1463,7 +1504,180 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         logout_all: raw.logout_all.clone(),
         sessions,
         public,
+        forward_auth,
+        revoke,
     })
+}
+
+/// A route pattern as written: an exact path, or a prefix ending in `*`.
+fn path_pattern(key: &str, text: &str) -> Result<PathPattern, ConfigError> {
+    match text.strip_suffix('*') {
+        Some(prefix) => {
+            check_route_path(key, prefix)?;
+            Ok(PathPattern::Prefix(prefix.to_string()))
+        }
+        None => {
+            check_route_path(key, text)?;
+            Ok(PathPattern::Exact(text.to_string()))
+        }
+    }
+}
+
+/// The methods a rule may name: those tokengate forwards (`CONNECT` is refused first).
+const RULE_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
+
+/// `[[rules]]` (SPEC §13), checked as a whole: every path, method, scope and claim, and
+/// no rule that could never match (behind a public, captured or tokengate route, or
+/// behind an earlier rule that covers every request it would).
+fn rules(
+    raw: &[raw::Rule],
+    routes: &RoutesConfig,
+    capture: &[CaptureRoute],
+) -> Result<Rules, ConfigError> {
+    let mut out: Vec<Rule> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = |field: &str| format!("rules[{i}].{field}");
+        let path = path_pattern(&key("path"), &r.path)?;
+        let methods = match &r.methods {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::new(
+                    key("methods"),
+                    "names no method; leave it out to cover every method",
+                ))
+            }
+            Some(list) => {
+                let mut methods: Vec<Method> = Vec::new();
+                for (j, m) in list.iter().enumerate() {
+                    if !RULE_METHODS.contains(&m.as_str()) {
+                        let hint = if RULE_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
+                            format!("methods are upper case: {}", m.to_ascii_uppercase())
+                        } else {
+                            format!("one of {}", RULE_METHODS.join(", "))
+                        };
+                        return Err(ConfigError::new(
+                            format!("rules[{i}].methods[{j}]"),
+                            format!("{m:?} is not a method a rule can cover ({hint})"),
+                        ));
+                    }
+                    let method = Method::from_bytes(m.as_bytes())
+                        .map_err(|e| ConfigError::new(key("methods"), e.to_string()))?;
+                    if !methods.contains(&method) {
+                        methods.push(method);
+                    }
+                }
+                Some(methods)
+            }
+        };
+        let scopes = match &r.scopes {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::new(
+                    key("scopes"),
+                    "names no scope; leave it out to require none",
+                ))
+            }
+            Some(list) => {
+                for (j, scope) in list.iter().enumerate() {
+                    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+                    let token = !scope.is_empty()
+                        && scope
+                            .bytes()
+                            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+                    if !token {
+                        return Err(ConfigError::new(
+                            format!("rules[{i}].scopes[{j}]"),
+                            format!("{scope:?} is not a scope (RFC 6749 §3.3: printable ASCII without spaces, '\"' or '\\')"),
+                        ));
+                    }
+                }
+                list.clone()
+            }
+        };
+        let claims = match &r.claims {
+            None => Vec::new(),
+            Some(map) if map.is_empty() => {
+                return Err(ConfigError::new(
+                    key("claims"),
+                    "names no claim; leave it out to require none",
+                ))
+            }
+            Some(map) => {
+                for (name, value) in map {
+                    if name.is_empty() || value.is_empty() {
+                        return Err(ConfigError::new(
+                            format!("rules[{i}].claims.{name}"),
+                            "a claim needs a name and a non-empty value",
+                        ));
+                    }
+                }
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        };
+        let never = |why: String| {
+            Err(ConfigError::new(
+                key("path"),
+                format!("can never match: {why}"),
+            ))
+        };
+        let own = [
+            Some(routes.logout.as_str()),
+            Some(routes.logout_all.as_str()),
+            routes.forward_auth.as_deref(),
+            routes.revoke.as_deref(),
+        ];
+        if let PathPattern::Exact(p) = &path {
+            let sessions = routes
+                .sessions
+                .as_deref()
+                .is_some_and(|s| p == s || p.starts_with(&format!("{s}/")));
+            if sessions || own.contains(&Some(p.as_str())) {
+                return never(format!(
+                    "{p} is a tokengate route, answered by tokengate itself"
+                ));
+            }
+            let captured = capture.iter().filter(|c| c.path == *p);
+            let captured: Vec<&Method> = captured.map(|c| &c.method).collect();
+            if let Some(methods) = &methods {
+                if methods.iter().all(|m| captured.contains(&m)) {
+                    return never(format!("{p} is a capture route, forwarded without a token"));
+                }
+            }
+        }
+        if let Some(k) = routes.public.iter().position(|p| covers(p, &path)) {
+            return never(format!(
+                "routes.public[{k}] makes every path it covers public (no token to check)"
+            ));
+        }
+        let rule = Rule::new(path, methods, scopes, claims);
+        if let Some(j) = out.iter().position(|earlier| {
+            covers(&earlier.path, &rule.path)
+                && match (&earlier.methods, &rule.methods) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+                }
+        }) {
+            return never(format!(
+                "rules[{j}] comes first and covers every request it would"
+            ));
+        }
+        out.push(rule);
+    }
+    Ok(Rules::new(out))
+}
+
+/// Whether every path `inner` matches is matched by `outer`.
+fn covers(outer: &PathPattern, inner: &PathPattern) -> bool {
+    match (outer, inner) {
+        (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
+        (PathPattern::Exact(_), PathPattern::Prefix(_)) => false,
+        (PathPattern::Prefix(a), PathPattern::Exact(b) | PathPattern::Prefix(b)) => {
+            b.starts_with(a.as_str())
+        }
+    }
 }
 
 /// Headers the proxy owns or that frame the message: never usable as identity headers.
@@ -1639,6 +1853,162 @@ mod tests {
         assert_eq!(c.forward.user_header.as_str(), "x-user-id");
         assert!(c.forward.pass_authorization);
         assert_eq!(c.token_sources.len(), 2);
+    }
+
+    #[test]
+    fn rules_are_parsed_in_file_order() {
+        let c = load(&minimal(
+            r#"
+[[rules]]
+path = "/admin/health"
+[[rules]]
+path = "/admin/*"
+methods = ["POST", "DELETE"]
+scopes = ["admin:write"]
+claims = { role = "admin" }
+"#,
+        ))
+        .unwrap();
+        assert_eq!(c.rules.len(), 2);
+        let rule = c.rules.iter().nth(1).unwrap();
+        assert_eq!(rule.path, PathPattern::Prefix("/admin/".into()));
+        assert_eq!(rule.methods, Some(vec![Method::POST, Method::DELETE]));
+        assert_eq!(rule.scopes, ["admin:write"]);
+        assert_eq!(rule.claims, [("role".to_string(), "admin".to_string())]);
+        assert!(load(&minimal("")).unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn a_rule_that_is_malformed_or_can_never_match_is_refused_by_its_key() {
+        for (rules, key, needle) in [
+            ("path = \"api\"", "rules[0].path", "must start with /"),
+            ("path = \"/a/../b\"", "rules[0].path", "plain path"),
+            (
+                "path = \"/a\"\nscopes = []",
+                "rules[0].scopes",
+                "names no scope",
+            ),
+            (
+                "path = \"/a\"\nscopes = [\"a b\"]",
+                "rules[0].scopes[0]",
+                "not a scope",
+            ),
+            (
+                "path = \"/a\"\nscopes = [\"\"]",
+                "rules[0].scopes[0]",
+                "not a scope",
+            ),
+            (
+                "path = \"/a\"\nmethods = []",
+                "rules[0].methods",
+                "names no method",
+            ),
+            (
+                "path = \"/a\"\nmethods = [\"GET\", \"get\"]",
+                "rules[0].methods[1]",
+                "upper case: GET",
+            ),
+            (
+                "path = \"/a\"\nmethods = [\"FETCH\"]",
+                "rules[0].methods[0]",
+                "not a method",
+            ),
+            (
+                "path = \"/a\"\nmethods = [\"CONNECT\"]",
+                "rules[0].methods[0]",
+                "not a method",
+            ),
+            (
+                "path = \"/a\"\nclaims = {}",
+                "rules[0].claims",
+                "names no claim",
+            ),
+            (
+                "path = \"/a\"\nclaims = { role = \"\" }",
+                "rules[0].claims.role",
+                "non-empty",
+            ),
+            (
+                "path = \"/a\"\nscope = [\"x\"]",
+                "rules[0].scope",
+                "unknown field",
+            ),
+            ("path = \"/logout\"", "rules[0].path", "tokengate route"),
+            (
+                "path = \"/sessions/abc\"",
+                "rules[0].path",
+                "tokengate route",
+            ),
+            (
+                "path = \"/static/img\"",
+                "rules[0].path",
+                "routes.public[0]",
+            ),
+            ("path = \"/static/*\"", "rules[0].path", "routes.public[0]"),
+            (
+                "path = \"/login\"\nmethods = [\"POST\"]",
+                "rules[0].path",
+                "capture route",
+            ),
+        ] {
+            let text = minimal(&format!(
+                "[routes]\npublic = [\"/static/*\"]\n[[capture]]\npath = \"/login\"\nfrom = \"json:/t\"\n[[rules]]\n{rules}"
+            ));
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key, key, "{rules}: {e}");
+            assert!(e.to_string().contains(needle), "{rules}: {e}");
+        }
+        // A rule behind an earlier one that covers all it would.
+        for (first, second) in [
+            ("path = \"/a/*\"", "path = \"/a/b\""),
+            ("path = \"/a/*\"", "path = \"/a/b/*\"\nmethods = [\"GET\"]"),
+            (
+                "path = \"/a\"\nmethods = [\"GET\", \"POST\"]",
+                "path = \"/a\"\nmethods = [\"POST\"]",
+            ),
+        ] {
+            let e = load(&minimal(&format!(
+                "[[rules]]\n{first}\n[[rules]]\n{second}"
+            )))
+            .unwrap_err();
+            assert_eq!(e.key, "rules[1].path", "{e}");
+            assert!(e.to_string().contains("rules[0] comes first"), "{e}");
+        }
+        // Narrower first, broader after: both can match.
+        let ok = "[[rules]]\npath = \"/a/b\"\n[[rules]]\npath = \"/a/*\"\n[[rules]]\npath = \"/a/*\"\nmethods = [\"GET\"]";
+        assert!(load(&minimal(
+            &ok.replace("\n[[rules]]\npath = \"/a/*\"\nmethods = [\"GET\"]", "")
+        ))
+        .is_ok());
+        let e = load(&minimal(ok)).unwrap_err();
+        assert_eq!(e.key, "rules[2].path");
+        let ok = "[[rules]]\npath = \"/a\"\nmethods = [\"GET\"]\n[[rules]]\npath = \"/a\"";
+        assert!(load(&minimal(ok)).is_ok());
+        let ok = "[[capture]]\npath = \"/login\"\nfrom = \"json:/t\"\n[[rules]]\npath = \"/login\"";
+        assert!(load(&minimal(ok)).is_ok(), "GET /login is not captured");
+    }
+
+    #[test]
+    fn optional_routes_are_off_by_default_and_distinct_from_the_others() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(c.routes.forward_auth, None);
+        assert_eq!(c.routes.revoke, None);
+        let c = load(&minimal(
+            "[routes]\nforward_auth = \"/_tokengate/auth\"\nrevoke = \"/oauth/revoke\"",
+        ))
+        .unwrap();
+        assert_eq!(c.routes.forward_auth.as_deref(), Some("/_tokengate/auth"));
+        assert_eq!(c.routes.revoke.as_deref(), Some("/oauth/revoke"));
+        for (routes, key) in [
+            ("revoke = \"/logout\"", "routes.revoke"),
+            ("forward_auth = \"/sessions\"", "routes.forward_auth"),
+            ("forward_auth = \"auth\"", "routes.forward_auth"),
+            ("revoke = \"/a?b\"", "routes.revoke"),
+            ("revoke = \"/r\"\npublic = [\"/*\"]", "routes.public"),
+        ] {
+            let e = load(&minimal(&format!("[routes]\n{routes}"))).unwrap_err();
+            assert_eq!(e.key, key, "{routes}: {e}");
+        }
     }
 
     #[test]

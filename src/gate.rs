@@ -42,6 +42,7 @@ use crate::metrics::Outcome;
 use crate::proxy::headers::{set_upgrade, upgrade_offered, DisguisedFraming};
 use crate::proxy::{UpstreamError, X_REQUEST_ID};
 use crate::revocations::RevokeError;
+use crate::rules::Grants;
 use crate::store::{Actor, Session, StoreError, TokenHash, TokenKind};
 use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
 use crate::tunnel::Watched;
@@ -89,6 +90,14 @@ pub enum Refusal {
     /// A cross-site request to change a session whose token is a cookie (SPEC §10).
     #[error("cross-site state change with a cookie token")]
     CrossSite,
+    /// A live token that fails the `[[rules]]` entry of its route (SPEC §13).
+    #[error("insufficient scope")]
+    InsufficientScope {
+        /// The `WWW-Authenticate` challenge naming the required scopes.
+        challenge: HeaderValue,
+        /// The required scopes, space-separated (may be empty: claims only).
+        scope: String,
+    },
 }
 
 /// Longest request target (path and query) accepted; nginx's default is the same.
@@ -115,6 +124,7 @@ impl Refusal {
             Refusal::Upstream(_) => Outcome::UpstreamError,
             Refusal::NotFound(_) => Outcome::NotFound,
             Refusal::CrossSite => Outcome::CrossSite,
+            Refusal::InsufficientScope { .. } => Outcome::InsufficientScope,
         }
     }
 
@@ -194,11 +204,19 @@ impl Refusal {
                 "forbidden",
                 "a cross-site request cannot change a session held in a cookie",
             ),
+            Refusal::InsufficientScope { .. } => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a scope or claim this route requires",
+            ),
         };
-        let mut response = json_response(
-            status,
-            &json!({"error": error, "error_description": description}),
-        );
+        let mut body = json!({"error": error, "error_description": description});
+        if let Refusal::InsufficientScope { scope, .. } = &self {
+            if !scope.is_empty() {
+                body["scope"] = json!(scope);
+            }
+        }
+        let mut response = json_response(status, &body);
         let headers = response.headers_mut();
         match &self {
             Refusal::NoToken => {
@@ -218,6 +236,10 @@ impl Refusal {
             }
             Refusal::MethodNotAllowed(allow) => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            // RFC 6750 §3.1.
+            Refusal::InsufficientScope { challenge, .. } => {
+                headers.insert(WWW_AUTHENTICATE, challenge.clone());
             }
             _ => {}
         }
@@ -365,8 +387,15 @@ async fn pipeline(
                     .ok_or(Refusal::NoToken)?
                     .to_owned();
                 let (token, _) = verify_live(app, &raw).await?;
+                let grants = app.config.rules.grants(&token.claims);
+                check_rules(app, request.method(), request.uri().path(), &grants)?;
                 let identity = app.headers.identity_headers(&token.user, &token.claims);
-                let watched = Watched { raw, token };
+                let watched = Watched {
+                    raw,
+                    token,
+                    method: request.method().clone(),
+                    path: request.uri().path().to_owned(),
+                };
                 let response = via
                     .tunnel(request, offered, &identity, Some(watched))
                     .await?;
@@ -374,10 +403,31 @@ async fn pipeline(
             }
             None => {
                 let verdict = authorize(app, &request).await?;
+                check_rules(app, request.method(), request.uri().path(), &verdict.grants)?;
                 let response = via.forward(request, &verdict.identity).await?;
                 Ok((Outcome::Forwarded, response))
             }
         },
+    }
+}
+
+/// Step 4, last: the first `[[rules]]` entry covering the request, if any, against what
+/// the token satisfies (SPEC §13); a token that falls short gets 403.
+pub fn check_rules(
+    app: &Scope<'_>,
+    method: &Method,
+    path: &str,
+    grants: &Grants,
+) -> Result<(), Refusal> {
+    match app.config.rules.find(method, path) {
+        Some((index, rule)) if !grants.allows(index) => {
+            tracing::debug!(rule = index, %method, path, "token lacks what the rule requires");
+            Err(Refusal::InsufficientScope {
+                challenge: rule.challenge().clone(),
+                scope: rule.scope_text(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -386,6 +436,7 @@ async fn pipeline(
 /// swaps in another meanwhile. Derefs to the [`App`].
 pub struct Scope<'a> {
     app: &'a Arc<App>,
+    policy: &'a Arc<Policy>,
     /// The config of this request.
     pub config: &'a crate::config::Config,
     /// The verifier of this request.
@@ -396,9 +447,10 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     /// `app` under `policy`.
-    pub fn new(app: &'a Arc<App>, policy: &'a Policy) -> Scope<'a> {
+    pub fn new(app: &'a Arc<App>, policy: &'a Arc<Policy>) -> Scope<'a> {
         Scope {
             app,
+            policy,
             config: &policy.config,
             verifier: &policy.verifier,
             headers: &policy.headers,
@@ -566,8 +618,10 @@ pub async fn authorize<B>(app: &Scope<'_>, request: &Request<B>) -> Result<Arc<V
     let ticket = app.cache.ticket();
     let (token, session) = verify_live(app, raw).await?;
     let identity = app.headers.identity_headers(&token.user, &token.claims);
-    let verdict = Arc::new(Verdict::new(&token, session.as_ref(), identity));
-    if let Some(key) = key {
+    let grants = app.config.rules.grants(&token.claims);
+    let verdict = Arc::new(Verdict::new(&token, session.as_ref(), identity, grants));
+    // Identity headers and grants follow the policy: not cached across a reload.
+    if let Some(key) = key.filter(|_| app.is_current(app.policy)) {
         app.cache.insert(ticket, key, verdict.clone());
     }
     Ok(verdict)

@@ -19,6 +19,7 @@
 //!   fetching a provider's documents (`jwt/fetch.rs`).
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
+//! - [`rules`]: per-route `[[rules]]` (scopes, claims) and what a token satisfies.
 //! - [`revocations`]: the one door for revoking, listing sessions and pruning: the
 //!   feed row, the cache, the metric and the audit line in one place.
 //! - [`cache`]: the verdict cache and its staleness clock (SPEC §9).
@@ -64,6 +65,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod revocations;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod strategy;

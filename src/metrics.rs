@@ -64,11 +64,13 @@ pub enum Outcome {
     NotFound,
     /// Refused: a cross-site state change with a cookie token.
     CrossSite,
+    /// Refused: a live token that fails its route's `[[rules]]` entry.
+    InsufficientScope,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::Forwarded,
         Outcome::Public,
         Outcome::Logout,
@@ -89,6 +91,7 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::NotFound,
         Outcome::CrossSite,
+        Outcome::InsufficientScope,
     ];
 
     /// The label value.
@@ -114,6 +117,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::NotFound => "not_found",
             Outcome::CrossSite => "cross_site",
+            Outcome::InsufficientScope => "insufficient_scope",
         }
     }
 }

@@ -123,12 +123,16 @@ impl Drop for Registration {
     }
 }
 
-/// The token a tunnel of a protected route watches.
+/// The token a tunnel of a protected route watches, and the request that opened it.
 pub struct Watched {
     /// The raw token, to verify again when keys or rules change.
     pub raw: String,
     /// The token as verified when the tunnel was opened.
     pub token: VerifiedToken,
+    /// The handshake's method, for the `[[rules]]` of a later policy.
+    pub method: http::Method,
+    /// The handshake's path, likewise.
+    pub path: String,
 }
 
 impl std::fmt::Debug for Watched {
@@ -239,8 +243,8 @@ fn expiry(app: &App, token: &VerifiedToken) -> Duration {
     Duration::from_secs(left.max(0) as u64)
 }
 
-/// Verifies the token again under the current keys and rules, and asks the store
-/// whether it is live; `Some` when the tunnel must close.
+/// Verifies the token again under the current keys and rules (`[[rules]]` included),
+/// and asks the store whether it is live; `Some` when the tunnel must close.
 async fn check(app: &App, watched: &Watched) -> Option<End> {
     let policy = app.policy();
     let token = match policy.verifier.verify(&watched.raw) {
@@ -251,6 +255,12 @@ async fn check(app: &App, watched: &Watched) -> Option<End> {
             return Some(End::Revoked);
         }
     };
+    // A reload may have changed the route's rule.
+    if let Some((index, _)) = policy.config.rules.find(&watched.method, &watched.path) {
+        if !policy.config.rules.grants(&token.claims).allows(index) {
+            return Some(End::Revoked);
+        }
+    }
     match app.strategy.check(&token).await {
         Ok(Liveness::Live(_)) => None,
         Ok(Liveness::Dead(_)) => Some(End::Revoked),

@@ -347,12 +347,7 @@ impl Verifier {
             _ => return Err(VerifyError::NoUserClaim(self.settings().user_claim.clone())),
         };
         for (claim, value) in &self.settings().required_claims {
-            let present = match claims.get(claim) {
-                Some(Value::String(s)) => s == value,
-                Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
-                _ => false,
-            };
-            if !present {
+            if !claim_holds(&claims, claim, value) {
                 return Err(VerifyError::RequiredClaim(claim.clone()));
             }
         }
@@ -364,6 +359,16 @@ impl Verifier {
             not_before,
             claims,
         })
+    }
+}
+
+/// Whether a token carries `claim` with `value`: a string equal to it, or an array
+/// holding it (`jwt.required_claims`, SPEC §14, and `[[rules]]` claims, §13).
+pub fn claim_holds(claims: &Map<String, Value>, claim: &str, value: &str) -> bool {
+    match claims.get(claim) {
+        Some(Value::String(s)) => s == value,
+        Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
+        _ => false,
     }
 }
 
