@@ -5,6 +5,7 @@
 //! `Authorization: Bearer <admin token>`, compared in constant time; without a
 //! configured token they do not exist (404) and the rest of the listener works.
 //! Every revocation made here is logged at info with `by = "admin"`: an audit trail.
+//! `POST /admin/introspect` answers RFC 7662 introspection from the live store.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,8 +21,8 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::gate::{json_response, percent_decode};
 use crate::revocations::RevokeError;
-use crate::store::{Actor, Session};
-use crate::strategy::{SessionMeta, Target};
+use crate::store::{Actor, Session, TokenKind};
+use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
 
 /// The most of a `POST /admin/tokens` body read (a token is at most 8 KiB).
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -134,6 +135,7 @@ async fn admin_api(app: &App, request: Request<Incoming>) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let result = match (request.method().clone(), segments.as_slice()) {
         (Method::POST, ["admin", "tokens"]) => add_token(app, request).await,
+        (Method::POST, ["admin", "introspect"]) => introspect(app, request).await,
         (Method::GET, ["admin", "users", user, "sessions"]) => list_user(app, &decode(user)).await,
         (Method::DELETE, ["admin", "users", user, "sessions"]) => {
             revoke_user(app, &decode(user)).await
@@ -229,6 +231,85 @@ async fn add_token(app: &App, request: Request<Incoming>) -> ApiResult {
         StatusCode::CREATED,
         &json!({"user": token.user, "expires": token.expires_at, "session": session.as_ref().map(session_json)}),
     ))
+}
+
+/// `POST /admin/introspect` (RFC 7662): a form with `token=<jwt>`; `{"active": false}`
+/// unless the token verifies under the current keys and is live in the store right
+/// now (never from the verdict cache), then its claims and its tokengate session.
+async fn introspect(app: &App, request: Request<Incoming>) -> ApiResult {
+    let (parts, incoming) = request.into_parts();
+    let form = match crate::form::read(&parts.headers, body::boxed(incoming)).await {
+        Ok(form) => form,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &e.to_string(),
+            ))
+        }
+    };
+    let raw = match form.get("token") {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the form has no token field",
+            ))
+        }
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &e.to_string(),
+            ))
+        }
+    };
+    let inactive = || json_response(StatusCode::OK, &json!({"active": false}));
+    let verifier = app.policy().verifier.clone();
+    let token = match verifier.verify_fresh(raw).await {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::debug!(cause = %e, "introspection: the token does not verify");
+            return Ok(inactive());
+        }
+    };
+    let (token_type, liveness) = match app.strategy.check_as(&token, TokenKind::Access).await? {
+        Liveness::Dead(DeadReason::WrongKind) => (
+            "refresh_token",
+            app.strategy.check_as(&token, TokenKind::Refresh).await?,
+        ),
+        liveness => ("Bearer", liveness),
+    };
+    let Liveness::Live(session) = liveness else {
+        return Ok(inactive());
+    };
+    let claim = |name: &str| {
+        token
+            .claims
+            .get(name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut answer = json!({
+        "active": true,
+        "sub": token.claims.get("sub").cloned().unwrap_or_else(|| json!(token.user)),
+        "username": token.user,
+        "exp": token.expires_at,
+        "iat": claim("iat"),
+        "iss": claim("iss"),
+        "aud": claim("aud"),
+        "sid": session.as_ref().map(|s| s.session_id.clone()),
+        "token_type": token_type,
+    });
+    if let Some(scope) = token.claims.get("scope").filter(|s| s.is_string()) {
+        answer["scope"] = scope.clone();
+    }
+    // RFC 7662 §2.2: members without a value are left out.
+    if let Some(object) = answer.as_object_mut() {
+        object.retain(|_, v| !v.is_null());
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 fn session_json(s: &Session) -> serde_json::Value {

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_TYPE, SET_COOKIE};
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, SET_COOKIE};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 
@@ -155,18 +155,10 @@ pub async fn take_presented(
             (request, token)
         }
         CaptureSource::Json(pointer) => {
-            let form = request
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("application/x-www-form-urlencoded")
-                });
+            let form = crate::form::is_form(request.headers());
             let pointer = pointer.clone();
             let (parts, body) = request.into_parts();
-            let Some(bytes) = collect_limited(body).await else {
+            let Some(bytes) = crate::form::collect_limited(body, MAX_PRESENTED_BODY).await else {
                 // Too large or broken: nothing can be forwarded faithfully either.
                 let request = Request::from_parts(parts, crate::body::empty());
                 return (request, Err(CaptureMiss::TooLarge));
@@ -181,42 +173,13 @@ pub async fn take_presented(
     }
 }
 
-/// A request body of at most [`MAX_PRESENTED_BODY`], whole; `None` when it is larger or
-/// broke off.
-async fn collect_limited(mut body: Body) -> Option<Bytes> {
-    let mut buffer = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Some(data) = frame.ok()?.data_ref() {
-            buffer.extend_from_slice(data);
-        }
-        if buffer.len() > MAX_PRESENTED_BODY {
-            return None;
-        }
-    }
-    Some(buffer.freeze())
-}
-
-/// A field of a form-encoded body (`a=1&b=2`, `+` for space, `%XX` escapes); two
-/// fields of that name are ambiguous.
+/// A field of a form-encoded body; two fields of that name are ambiguous.
 fn from_form(body: &[u8], field: &str) -> Result<String, CaptureMiss> {
-    let text = std::str::from_utf8(body).map_err(|_| CaptureMiss::NotFound)?;
-    let mut found = None;
-    for pair in text.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if form_decode(name) != field {
-            continue;
-        }
-        if found.is_some() {
-            return Err(CaptureMiss::Ambiguous);
-        }
-        found = Some(form_decode(value));
+    match crate::form::Form::parse(body).map(|form| form.get(field).map(|v| v.map(str::to_owned))) {
+        Ok(Ok(Some(value))) => non_empty(&value),
+        Ok(Ok(None)) | Err(_) => Err(CaptureMiss::NotFound),
+        Ok(Err(_)) => Err(CaptureMiss::Ambiguous),
     }
-    non_empty(&found.ok_or(CaptureMiss::NotFound)?)
-}
-
-fn form_decode(text: &str) -> String {
-    let spaced = text.replace('+', " ");
-    String::from_utf8_lossy(&crate::gate::percent_decode(&spaced)).into_owned()
 }
 
 /// A cookie of a request, read as a token source reads it ([`crate::extract`]).
@@ -427,7 +390,7 @@ mod tests {
         assert_eq!(kept, body);
         let mut form = Request::new(crate::body::full(&b"refresh=r2"[..]));
         form.headers_mut().insert(
-            CONTENT_TYPE,
+            http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
         );
         assert_eq!(take_presented(&source, form).await.1, Ok("r2".into()));

@@ -1484,6 +1484,16 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
             ));
         }
     }
+    // Forward-auth answers every path under its route (Envoy's path_prefix).
+    if let Some(fa) = &forward_auth {
+        let under = format!("{fa}/");
+        if let Some((key, route)) = own.iter().find(|(_, r)| r.starts_with(&under)) {
+            return Err(ConfigError::new(
+                *key,
+                format!("{route} is under routes.forward_auth ({fa}), which answers every path below it"),
+            ));
+        }
+    }
     let own: Vec<&str> = own.into_iter().map(|(_, route)| route).collect();
     for route in &own {
         if public.iter().any(|p| p.matches(route)) {

@@ -3,7 +3,8 @@
 //! 1. [`check_path`]: dot-segments and encoded slashes get 400;
 //! 2. strip client copies of identity, hop-by-hop and forwarding headers, and refuse a
 //!    framing name spelled with `_` ([`crate::proxy::HeaderPolicy::sanitize`]);
-//! 3. route: logout, logout-all, sessions, capture, public, or protected;
+//! 3. route: forward-auth ([`crate::forward_auth`], answered here, never forwarded),
+//!    logout, logout-all, sessions, capture, public, or protected;
 //! 4. [`authorize`] (from the verdict cache) or [`authenticate`]: extract, verify,
 //!    check liveness;
 //! 5. prepare the upstream request (forwarding headers, identity) and forward
@@ -37,6 +38,7 @@ use crate::capture;
 use crate::config::CaptureRoute;
 use crate::context::{ClientConn, RequestContext};
 use crate::extract::{extract, extract_with_source, ExtractError, TokenSource};
+use crate::forward_auth;
 use crate::jwt::{VerifiedToken, VerifyError};
 use crate::metrics::Outcome;
 use crate::proxy::headers::{set_upgrade, upgrade_offered, DisguisedFraming};
@@ -357,20 +359,31 @@ async fn pipeline(
     mut request: Request<Body>,
 ) -> Result<(Outcome, Response<Body>), Refusal> {
     check_head(&request)?;
-    // Read before step 2 removes `Upgrade` and `Connection` (hop-by-hop).
+    // Read before step 2 removes `Upgrade` and `Connection` (hop-by-hop), and an
+    // ingress's `X-Forwarded-Uri` (forward-auth).
     let upgrade = crate::proxy::headers::requested_upgrade(&request);
+    let asked = app
+        .config
+        .routes
+        .forward_auth
+        .as_deref()
+        .and_then(|route| forward_auth::original(&request, route));
     app.headers
         .sanitize(request.headers_mut(), ctx)
         .map_err(|DisguisedFraming(name)| {
             tracing::debug!(header = name.as_str(), "framing header spelled with '_'");
             Refusal::Malformed("a framing or hop-by-hop header name is spelled with '_'")
         })?;
+    if let Some(original) = asked {
+        return forward_auth::answer(app, &request, original?).await;
+    }
     let via = Via { app, conn, ctx };
     match route(app, &request) {
         Route::Logout => logout(app, &request, false).await,
         Route::LogoutAll => logout(app, &request, true).await,
         Route::Sessions => list_sessions(app, &request).await,
         Route::Session(id) => revoke_session(app, &request, &id).await,
+        Route::Revoke => revoke_token(app, request).await,
         Route::Capture(route) => capture(&via, request, route).await,
         Route::Public => match upgrade {
             Some(offered) => Ok((
@@ -557,6 +570,7 @@ fn check_head<B>(request: &Request<B>) -> Result<(), Refusal> {
 
 /// Where a request goes (step 3).
 enum Route<'a> {
+    Revoke,
     Logout,
     LogoutAll,
     Sessions,
@@ -573,6 +587,9 @@ fn route<'a, B>(app: &'a Scope<'_>, request: &Request<B>) -> Route<'a> {
     let path = request.uri().path();
     if path == routes.logout {
         return Route::Logout;
+    }
+    if routes.revoke.as_deref() == Some(path) {
+        return Route::Revoke;
     }
     if path == routes.logout_all {
         return Route::LogoutAll;
@@ -792,6 +809,76 @@ async fn revoke_session<B>(
         .await
         .map_err(session_refusal)?;
     Ok((Outcome::SessionRevoked, no_content()))
+}
+
+/// `routes.revoke` (RFC 7009): `POST`, a form with `token=<jwt>` (`token_type_hint`
+/// is ignored). The token is its own credential: one that verifies and is live (an
+/// access or a refresh token) revokes its session, as `/logout` would; the answer is
+/// 200 whether or not it was live (§2.2), so that the endpoint tells nothing about a
+/// token. A request that is not such a form is a 400; a store that cannot answer is a
+/// 503 (§2.2.1: the client should retry).
+async fn revoke_token(
+    app: &Scope<'_>,
+    request: Request<Body>,
+) -> Result<(Outcome, Response<Body>), Refusal> {
+    if request.method() != Method::POST {
+        return Err(Refusal::MethodNotAllowed("POST"));
+    }
+    let (parts, body) = request.into_parts();
+    let form = crate::form::read(&parts.headers, body)
+        .await
+        .map_err(form_refusal)?;
+    let raw = form
+        .get("token")
+        .map_err(form_refusal)?
+        .ok_or(Refusal::Malformed("the form has no token field"))?;
+    match app.verifier.verify_fresh(raw).await {
+        Ok(token) => {
+            if live_as_any_kind(app, &token).await? {
+                match app
+                    .revocations
+                    .revoke(Target::Token(&token), Actor::User)
+                    .await
+                {
+                    Err(RevokeError::Store(e)) => return Err(Refusal::StoreUnavailable(e)),
+                    // Done, or gone meanwhile: what the client asked for either way.
+                    Ok(_) | Err(RevokeError::NoSuchSession | RevokeError::NoSessions(_)) => {}
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(cause = %e, "revocation request with a token that does not verify; nothing revoked")
+        }
+    }
+    let mut response = Response::new(body::empty());
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok((Outcome::TokenRevocation, response))
+}
+
+/// Whether a verified token is live as an access token, or as a refresh token.
+async fn live_as_any_kind(app: &Scope<'_>, token: &VerifiedToken) -> Result<bool, Refusal> {
+    for kind in [TokenKind::Access, TokenKind::Refresh] {
+        match app.strategy.check_as(token, kind).await? {
+            Liveness::Live(_) => return Ok(true),
+            Liveness::Dead(DeadReason::WrongKind) => continue,
+            Liveness::Dead(_) => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
+/// A form that cannot be read, as a 400.
+fn form_refusal(e: crate::form::FormError) -> Refusal {
+    use crate::form::FormError;
+    Refusal::Malformed(match e {
+        FormError::NotAForm => "the body must be application/x-www-form-urlencoded",
+        FormError::Unreadable => "the form is too large or could not be read",
+        FormError::NotText => "the form is not UTF-8",
+        FormError::Ambiguous => "a form field appears more than once",
+    })
 }
 
 /// A refused revocation or session list as a refusal.

@@ -28,6 +28,8 @@
 //!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
+//! - [`forward_auth`]: answering an ingress's authorization subrequest (nginx
+//!   `auth_request`, Traefik ForwardAuth, Envoy `ext_authz`).
 //! - [`context`]: what is known about a connection and a request, worked out once.
 //! - [`proxy`]: header hygiene (`proxy/headers.rs`) and the backend connections
 //!   (`proxy/upstream.rs`).
@@ -41,7 +43,7 @@
 //! - [`app`]: the shared state: what is built once at start, and the policy (config,
 //!   keys, header rules) a reload swaps.
 //! - [`reload`]: SIGHUP and `server.watch_config`.
-//! - [`body`], [`metrics`], [`timefmt`]: small shared pieces.
+//! - [`body`], [`form`], [`metrics`], [`timefmt`]: small shared pieces.
 //! - [`demo`]: the walkthrough's sample backend.
 
 #![forbid(unsafe_code)]
@@ -59,6 +61,8 @@ pub mod context;
 pub mod demo;
 pub mod extract;
 pub mod feed;
+pub mod form;
+pub mod forward_auth;
 pub mod gate;
 pub mod jwt;
 pub mod metrics;

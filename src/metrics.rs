@@ -66,11 +66,15 @@ pub enum Outcome {
     CrossSite,
     /// Refused: a live token that fails its route's `[[rules]]` entry.
     InsufficientScope,
+    /// A forward-auth request answered 200 (SPEC §13).
+    ForwardAuth,
+    /// An RFC 7009 revocation request answered 200.
+    TokenRevocation,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 21] = [
+    pub const ALL: [Outcome; 23] = [
         Outcome::Forwarded,
         Outcome::Public,
         Outcome::Logout,
@@ -92,6 +96,8 @@ impl Outcome {
         Outcome::NotFound,
         Outcome::CrossSite,
         Outcome::InsufficientScope,
+        Outcome::ForwardAuth,
+        Outcome::TokenRevocation,
     ];
 
     /// The label value.
@@ -118,6 +124,8 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::CrossSite => "cross_site",
             Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::ForwardAuth => "forward_auth",
+            Outcome::TokenRevocation => "token_revocation",
         }
     }
 }
