@@ -117,6 +117,20 @@ else:
     else:
         print(f"toml OK     {docker_path} (parses; the SQLite ConfigMap's but for upstream.url)")
 
+# deploy/forward-auth: the Traefik and Envoy examples parse as YAML and name tokengate's
+# forward-auth route (nginx.conf is run by tests/forward_auth.rs).
+for path in ("deploy/forward-auth/traefik.yml", "deploy/forward-auth/envoy.yaml"):
+    try:
+        with open(path) as f:
+            text = f.read()
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict) or "/_tokengate/auth" not in text:
+            fail(path, "not a YAML mapping naming /_tokengate/auth")
+        else:
+            print(f"yaml OK     {path}")
+    except yaml.YAMLError as e:
+        fail(path, f"not YAML: {e}")
+
 sys.exit(1 if failed_files else 0)
 EOF
 echo "validate: all manifests OK (Kubernetes $k8s_version)" >&2
