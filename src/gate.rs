@@ -746,7 +746,8 @@ fn session_refusal(e: RevokeError) -> Refusal {
         RevokeError::NoSessions(_) => {
             Refusal::NotFound("sessions are not kept under this revocation strategy")
         }
-        RevokeError::NoSuchSession => Refusal::NotFound("no such session"),
+        // (A replay needs `revoke_once`, which these routes do not use.)
+        RevokeError::NoSuchSession | RevokeError::Replayed => Refusal::NotFound("no such session"),
         RevokeError::Store(e) => Refusal::StoreUnavailable(e),
     }
 }

@@ -325,6 +325,7 @@ async fn prune_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
                 revocation_log = report.revocation_log,
+                backchannel_jti = report.backchannel_jti,
                 "pruned expired rows"
             ),
             Ok(_) => tracing::debug!("prune: nothing expired"),
