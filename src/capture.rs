@@ -183,7 +183,7 @@ pub async fn take_presented(
 
 /// A request body of at most [`MAX_PRESENTED_BODY`], whole; `None` when it is larger or
 /// broke off.
-async fn collect_limited(mut body: Body) -> Option<Bytes> {
+pub(crate) async fn collect_limited(mut body: Body) -> Option<Bytes> {
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame.ok()?.data_ref() {

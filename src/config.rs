@@ -80,6 +80,8 @@ pub const DEFAULT_LOGOUT: &str = "/logout";
 pub const DEFAULT_LOGOUT_ALL: &str = "/logout-all";
 /// Default sessions route.
 pub const DEFAULT_SESSIONS: &str = "/sessions";
+/// `routes.backchannel_logout`: off (OIDC Back-Channel Logout, SPEC §13).
+pub const DEFAULT_BACKCHANNEL_LOGOUT: &str = "";
 /// Default identity header.
 pub const DEFAULT_USER_HEADER: &str = "X-User-Id";
 /// Default environment variable holding the admin token.
@@ -336,6 +338,7 @@ pub mod raw {
         pub logout_all: String,
         pub sessions: String,
         pub public: Vec<String>,
+        pub backchannel_logout: String,
     }
 
     impl Default for Routes {
@@ -345,6 +348,7 @@ pub mod raw {
                 logout_all: DEFAULT_LOGOUT_ALL.into(),
                 sessions: DEFAULT_SESSIONS.into(),
                 public: Vec::new(),
+                backchannel_logout: DEFAULT_BACKCHANNEL_LOGOUT.into(),
             }
         }
     }
@@ -551,6 +555,9 @@ pub struct RoutesConfig {
     pub sessions: Option<String>,
     /// Forwarded without authentication.
     pub public: Vec<PathPattern>,
+    /// Where an identity provider posts OIDC back-channel logout tokens; `None` when
+    /// disabled (SPEC §13).
+    pub backchannel_logout: Option<String>,
 }
 
 /// `[forward]`, parsed.
@@ -823,7 +830,7 @@ impl Config {
              capture: {}\n\
              public routes: {}\n\
              identity header: {}{}\n\
-             admin API: {}",
+             admin API: {}{}",
             self.server.listen,
             self.server.admin_listen,
             self.upstream.url,
@@ -863,7 +870,20 @@ impl Config {
             } else {
                 "off (no admin token)"
             },
+            self.session_summary(),
         )
+    }
+
+    /// The summary lines of the session features that are on (SPEC §13), each starting
+    /// with a line break; empty when all are off.
+    fn session_summary(&self) -> String {
+        let mut lines = String::new();
+        if let Some(path) = &self.routes.backchannel_logout {
+            lines.push_str(&format!(
+                "\nback-channel logout: POST {path} (OIDC logout tokens, signed by the jwt keys)"
+            ));
+        }
+        lines
     }
 }
 
@@ -1420,6 +1440,23 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         }
         Some(raw.sessions.trim_end_matches('/').to_string())
     };
+    let backchannel_logout = if raw.backchannel_logout.is_empty() {
+        None
+    } else {
+        let key = "routes.backchannel_logout";
+        check_route_path(key, &raw.backchannel_logout)?;
+        let taken = [&raw.logout, &raw.logout_all]
+            .into_iter()
+            .chain(sessions.as_ref())
+            .any(|own| *own == raw.backchannel_logout);
+        if taken {
+            return Err(ConfigError::new(
+                key,
+                "must differ from routes.logout, routes.logout_all and routes.sessions",
+            ));
+        }
+        Some(raw.backchannel_logout.clone())
+    };
     let mut public = Vec::new();
     for (i, p) in raw.public.iter().enumerate() {
         let key = format!("routes.public[{i}]");
@@ -1440,6 +1477,7 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         Some(raw.logout.as_str()),
         Some(raw.logout_all.as_str()),
         sessions.as_deref(),
+        backchannel_logout.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -1463,6 +1501,7 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         logout_all: raw.logout_all.clone(),
         sessions,
         public,
+        backchannel_logout,
     })
 }
 
@@ -1792,6 +1831,33 @@ mod tests {
     fn public_routes_cannot_shadow_tokengate_routes() {
         let e = load(&minimal("[routes]\npublic = [\"/*\"]")).unwrap_err();
         assert_eq!(e.key, "routes.public");
+    }
+
+    #[test]
+    fn the_backchannel_logout_route_is_off_by_default_and_checked_when_set() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(c.routes.backchannel_logout, None);
+        assert!(!c.summary("k").contains("back-channel"));
+        let c = load(&minimal("[routes]\nbackchannel_logout = \"/bcl\"")).unwrap();
+        assert_eq!(c.routes.backchannel_logout.as_deref(), Some("/bcl"));
+        assert!(c.summary("k").contains("back-channel logout: POST /bcl"));
+        for (extra, key) in [
+            ("[routes]\nbackchannel_logout = \"bcl\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/a/../b\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/logout\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/sessions\"", "routes.backchannel_logout"),
+            (
+                "[routes]\nbackchannel_logout = \"/idp/bcl\"\npublic = [\"/idp/*\"]",
+                "routes.public",
+            ),
+            (
+                "[routes]\nbackchannel_logout = \"/bcl\"\n[[capture]]\npath = \"/bcl\"\nfrom = \"json:/t\"",
+                "capture",
+            ),
+        ] {
+            let e = load(&minimal(extra)).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
     }
 
     #[test]

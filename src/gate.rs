@@ -3,7 +3,8 @@
 //! 1. [`check_path`]: dot-segments and encoded slashes get 400;
 //! 2. strip client copies of identity, hop-by-hop and forwarding headers, and refuse a
 //!    framing name spelled with `_` ([`crate::proxy::HeaderPolicy::sanitize`]);
-//! 3. route: logout, logout-all, sessions, capture, public, or protected;
+//! 3. route: logout, logout-all, back-channel logout ([`crate::backchannel`]), sessions,
+//!    capture, public, or protected;
 //! 4. [`authorize`] (from the verdict cache) or [`authenticate`]: extract, verify,
 //!    check liveness;
 //! 5. prepare the upstream request (forwarding headers, identity) and forward
@@ -348,6 +349,7 @@ async fn pipeline(
         Route::Logout => logout(app, &request, false).await,
         Route::LogoutAll => logout(app, &request, true).await,
         Route::Sessions => list_sessions(app, &request).await,
+        Route::BackchannelLogout => crate::backchannel::logout(app, request).await,
         Route::Session(id) => revoke_session(app, &request, &id).await,
         Route::Capture(route) => capture(&via, request, route).await,
         Route::Public => match upgrade {
@@ -509,6 +511,7 @@ enum Route<'a> {
     LogoutAll,
     Sessions,
     Session(String),
+    BackchannelLogout,
     Capture(&'a CaptureRoute),
     Public,
     Protected,
@@ -524,6 +527,9 @@ fn route<'a, B>(app: &'a Scope<'_>, request: &Request<B>) -> Route<'a> {
     }
     if path == routes.logout_all {
         return Route::LogoutAll;
+    }
+    if routes.backchannel_logout.as_deref() == Some(path) {
+        return Route::BackchannelLogout;
     }
     if let Some(sessions) = &routes.sessions {
         if path == sessions {

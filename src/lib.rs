@@ -15,8 +15,9 @@
 //! - [`cli`]: subcommands (serve, check-config, tokens, prune, demo).
 //! - [`config`]: the TOML file → a validated [`config::Config`], every error at load.
 //! - [`jwt`]: verification → a [`jwt::VerifiedToken`]; where keys come from and the
-//!   current set (`jwt/keys.rs`, a provider's JWKS refreshed in the background), and
-//!   fetching a provider's documents (`jwt/fetch.rs`).
+//!   current set (`jwt/keys.rs`, a provider's JWKS refreshed in the background),
+//!   fetching a provider's documents (`jwt/fetch.rs`), and OIDC logout tokens
+//!   (`jwt/logout.rs`).
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
 //! - [`revocations`]: the one door for revoking, listing sessions and pruning: the
@@ -27,6 +28,7 @@
 //!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
+//! - [`backchannel`]: OIDC back-channel logout, an identity provider ending sessions.
 //! - [`context`]: what is known about a connection and a request, worked out once.
 //! - [`proxy`]: header hygiene (`proxy/headers.rs`) and the backend connections
 //!   (`proxy/upstream.rs`).
@@ -48,6 +50,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backchannel;
 pub mod body;
 pub mod cache;
 pub mod capture;

@@ -64,11 +64,15 @@ pub enum Outcome {
     NotFound,
     /// Refused: a cross-site state change with a cookie token.
     CrossSite,
+    /// An identity provider's back-channel logout done (SPEC §13).
+    BackchannelLogout,
+    /// A back-channel logout refused: a malformed request or logout token, or a replay.
+    BackchannelRefused,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 22] = [
         Outcome::Forwarded,
         Outcome::Public,
         Outcome::Logout,
@@ -89,6 +93,8 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::NotFound,
         Outcome::CrossSite,
+        Outcome::BackchannelLogout,
+        Outcome::BackchannelRefused,
     ];
 
     /// The label value.
@@ -114,6 +120,8 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::NotFound => "not_found",
             Outcome::CrossSite => "cross_site",
+            Outcome::BackchannelLogout => "backchannel_logout",
+            Outcome::BackchannelRefused => "backchannel_refused",
         }
     }
 }

@@ -261,7 +261,7 @@ impl Verifier {
     async fn with_fresh_keys<T, E>(
         &self,
         verify: impl Fn() -> Result<T, E>,
-        key_miss: impl Fn(&E) -> bool,
+        key_miss: fn(&E) -> bool,
     ) -> Result<T, E> {
         let seen = self.keys.generation();
         match verify() {
