@@ -61,6 +61,10 @@ pub const DEFAULT_SQLITE_PATH: &str = "tokengate.db";
 pub const DEFAULT_PRUNE_INTERVAL_SECONDS: u64 = 300;
 /// `store.revocation_log_days`: how long feed rows are kept as the audit trail.
 pub const DEFAULT_REVOCATION_LOG_DAYS: u64 = 30;
+/// `store.max_sessions_per_user`: 0, unlimited (SPEC §13).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 0;
+/// The largest `store.max_sessions_per_user` accepted.
+pub const MAX_SESSIONS_PER_USER: u32 = 10_000;
 /// `cache.enabled`
 pub const DEFAULT_CACHE_ENABLED: bool = true;
 /// `cache.max_entries`
@@ -314,6 +318,7 @@ pub mod raw {
         pub postgres_ca_file: Option<PathBuf>,
         pub prune_interval_seconds: u64,
         pub revocation_log_days: u64,
+        pub max_sessions_per_user: u32,
     }
 
     impl Default for Store {
@@ -326,6 +331,7 @@ pub mod raw {
                 postgres_ca_file: None,
                 prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
                 revocation_log_days: DEFAULT_REVOCATION_LOG_DAYS,
+                max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             }
         }
     }
@@ -523,6 +529,9 @@ pub struct StoreConfig {
     pub prune_interval: Duration,
     /// How long feed rows are kept.
     pub revocation_log_retention: Duration,
+    /// The most sessions one user may hold; a login beyond it ends the user's oldest
+    /// (`None`: unlimited; allowlist only).
+    pub max_sessions_per_user: Option<u32>,
 }
 
 /// A public route pattern: an exact path, or a prefix (written with a trailing `*`).
@@ -781,6 +790,10 @@ impl Config {
             "store.revocation_log_days",
             a.revocation_log_retention != b.revocation_log_retention,
         );
+        note(
+            "store.max_sessions_per_user",
+            a.max_sessions_per_user != b.max_sessions_per_user,
+        );
         note("cache", self.cache != new.cache);
         new.server = ServerConfig {
             tls,
@@ -881,6 +894,11 @@ impl Config {
         if let Some(path) = &self.routes.backchannel_logout {
             lines.push_str(&format!(
                 "\nback-channel logout: POST {path} (OIDC logout tokens, signed by the jwt keys)"
+            ));
+        }
+        if let Some(max) = self.store.max_sessions_per_user {
+            lines.push_str(&format!(
+                "\nsessions per user: at most {max} (a login beyond it ends the oldest)"
             ));
         }
         lines
@@ -1373,7 +1391,30 @@ fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
             }
             Duration::from_secs(days * 86_400)
         },
+        max_sessions_per_user: match raw.max_sessions_per_user {
+            0 => None,
+            n if n > MAX_SESSIONS_PER_USER => {
+                return Err(ConfigError::new(
+                    "store.max_sessions_per_user",
+                    format!("must be at most {MAX_SESSIONS_PER_USER} (0 for no limit)"),
+                ))
+            }
+            n => Some(allowlist_only("store.max_sessions_per_user", strategy, n)?),
+        },
     })
+}
+
+/// A session feature's value, refused under a strategy that keeps no sessions.
+fn allowlist_only<T>(key: &str, strategy: StrategyKind, value: T) -> Result<T, ConfigError> {
+    if strategy != StrategyKind::Allowlist {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "needs strategy = \"allowlist\": the {strategy} strategy keeps no sessions (set 0 to turn it off)"
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// `[cache]`: the bound must leave room for at least one poll, and every value must be

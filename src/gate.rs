@@ -878,6 +878,8 @@ async fn admit_captured(
     session_id: Option<String>,
 ) -> Option<Option<String>> {
     let refresh = kind == TokenKind::Refresh;
+    // A refresh joins its session: only a login counts against the session limit.
+    let new_session = session_id.is_none();
     let label = move |access: &'static str, refresh_label: &'static str| -> &'static str {
         if refresh {
             refresh_label
@@ -917,6 +919,13 @@ async fn admit_captured(
                 token = %token.hash.short(),
                 "token captured"
             );
+            if let (Some(max), Some(id), true) = (
+                app.config.store.max_sessions_per_user,
+                &session,
+                new_session,
+            ) {
+                limit_sessions(app, &token.user, id, max).await;
+            }
             Some(session)
         }
         // The token lacks what the strategy needs: the issuer's doing, not the store's.
@@ -930,6 +939,21 @@ async fn admit_captured(
                 .capture(label("store_error", "refresh_store_error"));
             tracing::error!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the token was not stored");
             None
+        }
+    }
+}
+
+/// `store.max_sessions_per_user` after a login (SPEC §13): the user's oldest sessions
+/// beyond it end. A failure is logged, and the next login tries again; the login itself
+/// stands (its response is on its way).
+async fn limit_sessions(app: &Scope<'_>, user: &str, newest: &str, max: u32) {
+    match app.revocations.limit_sessions(user, newest, max).await {
+        Ok(ended) if !ended.is_empty() => {
+            tracing::info!(user = %user, max, ended = %ended.join(","), "session limit: oldest sessions ended");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(user = %user, max, cause = %e, "session limit: the oldest sessions could not be ended");
         }
     }
 }

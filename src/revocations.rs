@@ -203,6 +203,41 @@ impl Revocations {
         Ok(one_per_session(rows))
     }
 
+    /// Keeps `user` within `max` sessions after a login created the session `newest`:
+    /// ends the user's oldest other sessions (by creation; sessions created in the same
+    /// second are taken in session-id order), as the actor `limit`. Returns the ids
+    /// ended. A session that went meanwhile is skipped.
+    pub async fn limit_sessions(
+        &self,
+        user: &str,
+        newest: &str,
+        max: u32,
+    ) -> Result<Vec<String>, RevokeError> {
+        let mut others: Vec<Session> = self
+            .sessions(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.session_id != newest)
+            .collect();
+        // The new session counts as one of the `max`.
+        let keep = usize::try_from(max).unwrap_or(usize::MAX).saturating_sub(1);
+        let excess = others.len().saturating_sub(keep);
+        others.sort_by(|a, b| (a.created_at, &a.session_id).cmp(&(b.created_at, &b.session_id)));
+        let mut ended = Vec::new();
+        for session in others.iter().take(excess) {
+            let target = Target::Session {
+                id: &session.session_id,
+                owner: Some(user),
+            };
+            match self.revoke(target, Actor::Limit).await {
+                Ok(_) => ended.push(session.session_id.clone()),
+                Err(RevokeError::NoSuchSession) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    }
+
     /// Deletes rows that can no longer matter: expired tokens, and feed rows past
     /// `store.revocation_log_days`. Cut-offs are kept: without a bound on token
     /// lifetimes, an old cut-off may still be what refuses a long-lived token.
