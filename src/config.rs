@@ -61,6 +61,11 @@ pub const DEFAULT_SQLITE_PATH: &str = "tokengate.db";
 pub const DEFAULT_PRUNE_INTERVAL_SECONDS: u64 = 300;
 /// `store.revocation_log_days`: how long feed rows are kept as the audit trail.
 pub const DEFAULT_REVOCATION_LOG_DAYS: u64 = 30;
+/// `store.idle_timeout_seconds`: 0, off (SPEC §13). (`server.idle_timeout_seconds` is
+/// another thing: idle connections.)
+pub const DEFAULT_STORE_IDLE_TIMEOUT_SECONDS: u64 = 0;
+/// The longest `store.idle_timeout_seconds` accepted (a year).
+pub const MAX_STORE_IDLE_TIMEOUT_SECONDS: u64 = 365 * 86_400;
 /// `store.max_sessions_per_user`: 0, unlimited (SPEC §13).
 pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 0;
 /// The largest `store.max_sessions_per_user` accepted.
@@ -318,6 +323,7 @@ pub mod raw {
         pub postgres_ca_file: Option<PathBuf>,
         pub prune_interval_seconds: u64,
         pub revocation_log_days: u64,
+        pub idle_timeout_seconds: u64,
         pub max_sessions_per_user: u32,
     }
 
@@ -331,6 +337,7 @@ pub mod raw {
                 postgres_ca_file: None,
                 prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
                 revocation_log_days: DEFAULT_REVOCATION_LOG_DAYS,
+                idle_timeout_seconds: DEFAULT_STORE_IDLE_TIMEOUT_SECONDS,
                 max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             }
         }
@@ -529,6 +536,8 @@ pub struct StoreConfig {
     pub prune_interval: Duration,
     /// How long feed rows are kept.
     pub revocation_log_retention: Duration,
+    /// A session unused for this long is revoked (`None`: never; allowlist only).
+    pub idle_timeout: Option<Duration>,
     /// The most sessions one user may hold; a login beyond it ends the user's oldest
     /// (`None`: unlimited; allowlist only).
     pub max_sessions_per_user: Option<u32>,
@@ -791,6 +800,10 @@ impl Config {
             a.revocation_log_retention != b.revocation_log_retention,
         );
         note(
+            "store.idle_timeout_seconds",
+            a.idle_timeout != b.idle_timeout,
+        );
+        note(
             "store.max_sessions_per_user",
             a.max_sessions_per_user != b.max_sessions_per_user,
         );
@@ -894,6 +907,13 @@ impl Config {
         if let Some(path) = &self.routes.backchannel_logout {
             lines.push_str(&format!(
                 "\nback-channel logout: POST {path} (OIDC logout tokens, signed by the jwt keys)"
+            ));
+        }
+        if let Some(timeout) = self.store.idle_timeout {
+            lines.push_str(&format!(
+                "\nidle sessions: revoked after {} s unused (last use written every {} s)",
+                timeout.as_secs(),
+                crate::idle::interval_for(timeout).as_secs()
             ));
         }
         if let Some(max) = self.store.max_sessions_per_user {
@@ -1390,6 +1410,20 @@ fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
                 ));
             }
             Duration::from_secs(days * 86_400)
+        },
+        idle_timeout: match raw.idle_timeout_seconds {
+            0 => None,
+            n if n > MAX_STORE_IDLE_TIMEOUT_SECONDS => {
+                return Err(ConfigError::new(
+                    "store.idle_timeout_seconds",
+                    format!("must be at most {MAX_STORE_IDLE_TIMEOUT_SECONDS} (0 to turn it off)"),
+                ))
+            }
+            n => Some(allowlist_only(
+                "store.idle_timeout_seconds",
+                strategy,
+                Duration::from_secs(n),
+            )?),
         },
         max_sessions_per_user: match raw.max_sessions_per_user {
             0 => None,
@@ -1899,6 +1933,61 @@ mod tests {
             let e = load(&minimal(extra)).unwrap_err();
             assert_eq!(e.key, key, "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn the_session_policies_are_off_by_default_bounded_and_restart_only() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(
+            (c.store.idle_timeout, c.store.max_sessions_per_user),
+            (None, None)
+        );
+        let on = load(&minimal(
+            "[store]\nidle_timeout_seconds = 900\nmax_sessions_per_user = 5",
+        ))
+        .unwrap();
+        assert_eq!(on.store.idle_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(on.store.max_sessions_per_user, Some(5));
+        let summary = on.summary("k");
+        assert!(
+            summary.contains(
+                "idle sessions: revoked after 900 s unused (last use written every 60 s)"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("sessions per user: at most 5"),
+            "{summary}"
+        );
+        // `[store]` takes effect at a restart: a reload names the keys and keeps them.
+        let (kept, changed) = c.keep_restart_only(on);
+        assert_eq!(
+            changed,
+            ["store.idle_timeout_seconds", "store.max_sessions_per_user"]
+        );
+        assert_eq!(kept.store.idle_timeout, None);
+        for (line, key) in [
+            (
+                "idle_timeout_seconds = 40000000",
+                "store.idle_timeout_seconds",
+            ),
+            (
+                "max_sessions_per_user = 10001",
+                "store.max_sessions_per_user",
+            ),
+            ("max_sessions_per_user = -1", "store.max_sessions_per_user"),
+            (
+                "strategy = \"user-status\"\nidle_timeout_seconds = 60",
+                "store.idle_timeout_seconds",
+            ),
+        ] {
+            let e = load(&minimal(&format!("[store]\n{line}"))).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
+        // Off is off under every strategy.
+        let text =
+            "[store]\nstrategy = \"denylist\"\nidle_timeout_seconds = 0\nmax_sessions_per_user = 0";
+        assert!(load(&minimal(text)).is_ok());
     }
 
     #[test]

@@ -565,6 +565,7 @@ pub async fn authorize<B>(app: &Scope<'_>, request: &Request<B>) -> Result<Arc<V
     let key = app.cache.key(raw);
     if let Some(key) = &key {
         if let Some(verdict) = app.cache.lookup(key, crate::jwt::now()) {
+            note_use(app, verdict.session_id.as_deref());
             return Ok(verdict);
         }
     }
@@ -597,7 +598,16 @@ async fn verify_live(
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
     let token = app.verifier.verify_fresh(raw).await?;
     let session = check_live(app, &token).await?;
+    note_use(app, session.as_ref().map(|s| s.session_id.as_str()));
     Ok((token, session))
+}
+
+/// Notes that a session was used, for `store.idle_timeout_seconds` (in memory; written
+/// in the background, [`crate::idle`]).
+fn note_use(app: &Scope<'_>, session: Option<&str>) {
+    if let (Some(idle), Some(id)) = (&app.idle, session) {
+        idle.touch(id, crate::jwt::now());
+    }
 }
 
 /// [`authenticate`] for a route that changes state (logout, logout-all, revoking a

@@ -24,6 +24,7 @@
 //!   feed row, the cache, the metric and the audit line in one place.
 //! - [`cache`]: the verdict cache and its staleness clock (SPEC §9).
 //! - [`feed`]: the revocation feed reader that keeps the cache exact.
+//! - [`idle`]: the last use of sessions and the sweep that revokes idle ones.
 //! - [`store`]: the [`store::TokenStore`] trait; SQLite (one pod) and PostgreSQL
 //!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
@@ -62,6 +63,7 @@ pub mod demo;
 pub mod extract;
 pub mod feed;
 pub mod gate;
+pub mod idle;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;

@@ -135,8 +135,7 @@ refresh_token = "json:/refresh"
 
 #[test]
 fn the_session_policies_are_allowlist_only_and_named_by_their_key() {
-    let lines: &[&str] = &["max_sessions_per_user = 3"];
-    for line in lines {
+    for line in ["max_sessions_per_user = 3", "idle_timeout_seconds = 60"] {
         let config = GateConfig::default()
             .strategy("denylist")
             .set("store", line)
@@ -152,4 +151,61 @@ fn the_session_policies_are_allowlist_only_and_named_by_their_key() {
         );
         assert!(e.contains("allowlist"), "{e}");
     }
+}
+
+/// With `idle_timeout_seconds = 2` (so a last use written, and a sweep, every second): a
+/// session used every few hundred milliseconds lives on, an unused one is revoked once
+/// idle for longer than the timeout (and at most its precision later).
+async fn an_unused_session_is_revoked_and_a_used_one_lives(gate: &Gate, backend: &Backend) {
+    let used = login(gate, "alice").await;
+    let unused = login(gate, "alice").await;
+    let started = std::time::Instant::now();
+    // The store, read without using either session.
+    let sessions = || async { gate.app.revocations.sessions("alice").await.unwrap() };
+    assert_eq!(sessions().await.len(), 2);
+    while sessions().await.len() == 2 {
+        assert_passes(gate, backend, &used, "alice").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the unused session was never revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let idle_for = started.elapsed();
+    assert!(
+        idle_for >= Duration::from_secs(2),
+        "revoked after {idle_for:?}"
+    );
+    assert_refused(gate, backend, &unused).await;
+    assert_passes(gate, backend, &used, "alice").await;
+    let listed = get_with(&gate.url("/sessions"), &used).await.json();
+    assert_eq!(listed[0]["current"], true, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_revoked_and_a_used_one_is_not() {
+    let backend = Backend::start().await;
+    let config = GateConfig::default().set("store", "idle_timeout_seconds = 2");
+    let gate = Gate::start_config(&backend, config).await;
+    an_unused_session_is_revoked_and_a_used_one_lives(&gate, &backend).await;
+    let rows = feed(&gate);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (kind, user, session, by) = &rows[0];
+    assert_eq!(
+        (kind.as_str(), user.as_str(), by.as_str()),
+        ("session", "alice", "idle")
+    );
+    assert!(session.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_revoked_on_postgres_too() {
+    let schema = PgSchema::create().await;
+    let backend = Backend::start().await;
+    let config = GateConfig::default()
+        .set("store", "idle_timeout_seconds = 2")
+        .postgres(&schema.url);
+    let gate = Gate::start_config(&backend, config).await;
+    an_unused_session_is_revoked_and_a_used_one_lives(&gate, &backend).await;
+    assert_eq!(schema.rows("revocation_log").await, 1);
 }
