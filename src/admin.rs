@@ -366,7 +366,8 @@ fn revoke_error(e: RevokeError) -> ApiResult {
             "not_found",
             "sessions are not kept under this revocation strategy",
         )),
-        RevokeError::NoSuchSession => {
+        // (A replay needs `revoke_once`, which the admin API does not use.)
+        RevokeError::NoSuchSession | RevokeError::Replayed => {
             Ok(error(StatusCode::NOT_FOUND, "not_found", "no such session"))
         }
         RevokeError::Store(e) => Err(e),

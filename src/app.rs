@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::cache::{CacheSettings, VerdictCache};
 use crate::config::{Config, ConfigError};
 use crate::feed::{FeedReader, Invalidation};
+use crate::idle::IdleSessions;
 use crate::jwt::{KeyError, Keys, Verifier};
 use crate::metrics::Metrics;
 use crate::proxy::{HeaderPolicy, Upstream};
@@ -54,6 +55,8 @@ pub struct App {
     pub tunnels: Arc<Tunnels>,
     /// Counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// The last uses of sessions, when `store.idle_timeout_seconds` is on (SPEC §13).
+    pub idle: Option<Arc<IdleSessions>>,
 }
 
 /// Whether a process reads the verification keys.
@@ -147,6 +150,10 @@ impl App {
         let strategy = Strategy::new(config.store.strategy, store);
         let retention = config.store.revocation_log_retention.as_millis();
         let tunnels = Arc::new(Tunnels::new(metrics.tunnels_open.clone()));
+        let idle = config
+            .store
+            .idle_timeout
+            .map(|timeout| Arc::new(IdleSessions::new(timeout)));
         let policy = policy(config, keys, tls, &cache, &tunnels);
         Arc::new(App {
             revocations: Revocations::new(
@@ -161,6 +168,7 @@ impl App {
             tunnels,
             upstream,
             metrics,
+            idle,
             policy: ArcSwap::from_pointee(policy),
         })
     }

@@ -239,16 +239,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
                 revocation_log = report.revocation_log,
+                backchannel_jti = report.backchannel_jti,
                 by = "cli",
                 "pruned expired rows"
             );
             println!(
-                "pruned {} rows (valid_token {}, invalid_token {}, user_status {}, revocation_log {})",
+                "pruned {} rows (valid_token {}, invalid_token {}, user_status {}, revocation_log {}, backchannel_jti {})",
                 report.total(),
                 report.valid_token,
                 report.invalid_token,
                 report.user_status,
-                report.revocation_log
+                report.revocation_log,
+                report.backchannel_jti
             );
             Ok(ExitCode::SUCCESS)
         }

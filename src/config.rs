@@ -62,6 +62,15 @@ pub const DEFAULT_SQLITE_PATH: &str = "tokengate.db";
 pub const DEFAULT_PRUNE_INTERVAL_SECONDS: u64 = 300;
 /// `store.revocation_log_days`: how long feed rows are kept as the audit trail.
 pub const DEFAULT_REVOCATION_LOG_DAYS: u64 = 30;
+/// `store.idle_timeout_seconds`: 0, off (SPEC §13). (`server.idle_timeout_seconds` is
+/// another thing: idle connections.)
+pub const DEFAULT_STORE_IDLE_TIMEOUT_SECONDS: u64 = 0;
+/// The longest `store.idle_timeout_seconds` accepted (a year).
+pub const MAX_STORE_IDLE_TIMEOUT_SECONDS: u64 = 365 * 86_400;
+/// `store.max_sessions_per_user`: 0, unlimited (SPEC §13).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 0;
+/// The largest `store.max_sessions_per_user` accepted.
+pub const MAX_SESSIONS_PER_USER: u32 = 10_000;
 /// `cache.enabled`
 pub const DEFAULT_CACHE_ENABLED: bool = true;
 /// `cache.max_entries`
@@ -81,6 +90,8 @@ pub const DEFAULT_LOGOUT: &str = "/logout";
 pub const DEFAULT_LOGOUT_ALL: &str = "/logout-all";
 /// Default sessions route.
 pub const DEFAULT_SESSIONS: &str = "/sessions";
+/// `routes.backchannel_logout`: off (OIDC Back-Channel Logout, SPEC §13).
+pub const DEFAULT_BACKCHANNEL_LOGOUT: &str = "";
 /// Default identity header.
 pub const DEFAULT_USER_HEADER: &str = "X-User-Id";
 /// Default environment variable holding the admin token.
@@ -325,6 +336,8 @@ pub mod raw {
         pub postgres_ca_file: Option<PathBuf>,
         pub prune_interval_seconds: u64,
         pub revocation_log_days: u64,
+        pub idle_timeout_seconds: u64,
+        pub max_sessions_per_user: u32,
     }
 
     impl Default for Store {
@@ -337,6 +350,8 @@ pub mod raw {
                 postgres_ca_file: None,
                 prune_interval_seconds: DEFAULT_PRUNE_INTERVAL_SECONDS,
                 revocation_log_days: DEFAULT_REVOCATION_LOG_DAYS,
+                idle_timeout_seconds: DEFAULT_STORE_IDLE_TIMEOUT_SECONDS,
+                max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             }
         }
     }
@@ -351,6 +366,7 @@ pub mod raw {
         pub public: Vec<String>,
         pub forward_auth: String,
         pub revoke: String,
+        pub backchannel_logout: String,
     }
 
     impl Default for Routes {
@@ -362,6 +378,7 @@ pub mod raw {
                 public: Vec::new(),
                 forward_auth: String::new(),
                 revoke: String::new(),
+                backchannel_logout: DEFAULT_BACKCHANNEL_LOGOUT.into(),
             }
         }
     }
@@ -538,6 +555,11 @@ pub struct StoreConfig {
     pub prune_interval: Duration,
     /// How long feed rows are kept.
     pub revocation_log_retention: Duration,
+    /// A session unused for this long is revoked (`None`: never; allowlist only).
+    pub idle_timeout: Option<Duration>,
+    /// The most sessions one user may hold; a login beyond it ends the user's oldest
+    /// (`None`: unlimited; allowlist only).
+    pub max_sessions_per_user: Option<u32>,
 }
 
 /// A public route pattern: an exact path, or a prefix (written with a trailing `*`).
@@ -574,6 +596,9 @@ pub struct RoutesConfig {
     pub forward_auth: Option<String>,
     /// RFC 7009 token revocation; `None` when off.
     pub revoke: Option<String>,
+    /// Where an identity provider posts OIDC back-channel logout tokens; `None` when
+    /// disabled (SPEC §13).
+    pub backchannel_logout: Option<String>,
 }
 
 /// `[forward]`, parsed.
@@ -799,6 +824,14 @@ impl Config {
             "store.revocation_log_days",
             a.revocation_log_retention != b.revocation_log_retention,
         );
+        note(
+            "store.idle_timeout_seconds",
+            a.idle_timeout != b.idle_timeout,
+        );
+        note(
+            "store.max_sessions_per_user",
+            a.max_sessions_per_user != b.max_sessions_per_user,
+        );
         note("cache", self.cache != new.cache);
         new.server = ServerConfig {
             tls,
@@ -850,7 +883,7 @@ impl Config {
              rules: {}\n\
              forward-auth: {}, RFC 7009 revocation: {}\n\
              identity header: {}{}\n\
-             admin API: {}",
+             admin API: {}{}",
             self.server.listen,
             self.server.admin_listen,
             self.upstream.url,
@@ -893,7 +926,32 @@ impl Config {
             } else {
                 "off (no admin token)"
             },
+            self.session_summary(),
         )
+    }
+
+    /// The summary lines of the session features that are on (SPEC §13), each starting
+    /// with a line break; empty when all are off.
+    fn session_summary(&self) -> String {
+        let mut lines = String::new();
+        if let Some(path) = &self.routes.backchannel_logout {
+            lines.push_str(&format!(
+                "\nback-channel logout: POST {path} (OIDC logout tokens, signed by the jwt keys)"
+            ));
+        }
+        if let Some(timeout) = self.store.idle_timeout {
+            lines.push_str(&format!(
+                "\nidle sessions: revoked after {} s unused (last use written every {} s)",
+                timeout.as_secs(),
+                crate::idle::interval_for(timeout).as_secs()
+            ));
+        }
+        if let Some(max) = self.store.max_sessions_per_user {
+            lines.push_str(&format!(
+                "\nsessions per user: at most {max} (a login beyond it ends the oldest)"
+            ));
+        }
+        lines
     }
 }
 
@@ -1383,7 +1441,44 @@ fn store(raw: &raw::Store, base: &Path) -> Result<StoreConfig, ConfigError> {
             }
             Duration::from_secs(days * 86_400)
         },
+        idle_timeout: match raw.idle_timeout_seconds {
+            0 => None,
+            n if n > MAX_STORE_IDLE_TIMEOUT_SECONDS => {
+                return Err(ConfigError::new(
+                    "store.idle_timeout_seconds",
+                    format!("must be at most {MAX_STORE_IDLE_TIMEOUT_SECONDS} (0 to turn it off)"),
+                ))
+            }
+            n => Some(allowlist_only(
+                "store.idle_timeout_seconds",
+                strategy,
+                Duration::from_secs(n),
+            )?),
+        },
+        max_sessions_per_user: match raw.max_sessions_per_user {
+            0 => None,
+            n if n > MAX_SESSIONS_PER_USER => {
+                return Err(ConfigError::new(
+                    "store.max_sessions_per_user",
+                    format!("must be at most {MAX_SESSIONS_PER_USER} (0 for no limit)"),
+                ))
+            }
+            n => Some(allowlist_only("store.max_sessions_per_user", strategy, n)?),
+        },
     })
+}
+
+/// A session feature's value, refused under a strategy that keeps no sessions.
+fn allowlist_only<T>(key: &str, strategy: StrategyKind, value: T) -> Result<T, ConfigError> {
+    if strategy != StrategyKind::Allowlist {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "needs strategy = \"allowlist\": the {strategy} strategy keeps no sessions (set 0 to turn it off)"
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// `[cache]`: the bound must leave room for at least one poll, and every value must be
@@ -1465,6 +1560,7 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
     };
     let forward_auth = optional("routes.forward_auth", &raw.forward_auth)?;
     let revoke = optional("routes.revoke", &raw.revoke)?;
+    let backchannel_logout = optional("routes.backchannel_logout", &raw.backchannel_logout)?;
     // Our own routes must never be shadowed by an unauthenticated one, nor by another.
     let own: Vec<(&str, &str)> = [
         ("routes.logout", Some(raw.logout.as_str())),
@@ -1472,6 +1568,7 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         ("routes.sessions", sessions.as_deref()),
         ("routes.forward_auth", forward_auth.as_deref()),
         ("routes.revoke", revoke.as_deref()),
+        ("routes.backchannel_logout", backchannel_logout.as_deref()),
     ]
     .into_iter()
     .filter_map(|(key, path)| path.map(|p| (key, p)))
@@ -1516,6 +1613,7 @@ fn routes(raw: &raw::Routes, capture: &[CaptureRoute]) -> Result<RoutesConfig, C
         public,
         forward_auth,
         revoke,
+        backchannel_logout,
     })
 }
 
@@ -1637,6 +1735,7 @@ fn rules(
             Some(routes.logout_all.as_str()),
             routes.forward_auth.as_deref(),
             routes.revoke.as_deref(),
+            routes.backchannel_logout.as_deref(),
         ];
         if let PathPattern::Exact(p) = &path {
             let sessions = routes
@@ -2172,6 +2271,88 @@ claims = { role = "admin" }
     fn public_routes_cannot_shadow_tokengate_routes() {
         let e = load(&minimal("[routes]\npublic = [\"/*\"]")).unwrap_err();
         assert_eq!(e.key, "routes.public");
+    }
+
+    #[test]
+    fn the_backchannel_logout_route_is_off_by_default_and_checked_when_set() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(c.routes.backchannel_logout, None);
+        assert!(!c.summary("k").contains("back-channel"));
+        let c = load(&minimal("[routes]\nbackchannel_logout = \"/bcl\"")).unwrap();
+        assert_eq!(c.routes.backchannel_logout.as_deref(), Some("/bcl"));
+        assert!(c.summary("k").contains("back-channel logout: POST /bcl"));
+        for (extra, key) in [
+            ("[routes]\nbackchannel_logout = \"bcl\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/a/../b\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/logout\"", "routes.backchannel_logout"),
+            ("[routes]\nbackchannel_logout = \"/sessions\"", "routes.backchannel_logout"),
+            (
+                "[routes]\nbackchannel_logout = \"/idp/bcl\"\npublic = [\"/idp/*\"]",
+                "routes.public",
+            ),
+            (
+                "[routes]\nbackchannel_logout = \"/bcl\"\n[[capture]]\npath = \"/bcl\"\nfrom = \"json:/t\"",
+                "capture",
+            ),
+        ] {
+            let e = load(&minimal(extra)).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_session_policies_are_off_by_default_bounded_and_restart_only() {
+        let c = load(&minimal("")).unwrap();
+        assert_eq!(
+            (c.store.idle_timeout, c.store.max_sessions_per_user),
+            (None, None)
+        );
+        let on = load(&minimal(
+            "[store]\nidle_timeout_seconds = 900\nmax_sessions_per_user = 5",
+        ))
+        .unwrap();
+        assert_eq!(on.store.idle_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(on.store.max_sessions_per_user, Some(5));
+        let summary = on.summary("k");
+        assert!(
+            summary.contains(
+                "idle sessions: revoked after 900 s unused (last use written every 60 s)"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("sessions per user: at most 5"),
+            "{summary}"
+        );
+        // `[store]` takes effect at a restart: a reload names the keys and keeps them.
+        let (kept, changed) = c.keep_restart_only(on);
+        assert_eq!(
+            changed,
+            ["store.idle_timeout_seconds", "store.max_sessions_per_user"]
+        );
+        assert_eq!(kept.store.idle_timeout, None);
+        for (line, key) in [
+            (
+                "idle_timeout_seconds = 40000000",
+                "store.idle_timeout_seconds",
+            ),
+            (
+                "max_sessions_per_user = 10001",
+                "store.max_sessions_per_user",
+            ),
+            ("max_sessions_per_user = -1", "store.max_sessions_per_user"),
+            (
+                "strategy = \"user-status\"\nidle_timeout_seconds = 60",
+                "store.idle_timeout_seconds",
+            ),
+        ] {
+            let e = load(&minimal(&format!("[store]\n{line}"))).unwrap_err();
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
+        // Off is off under every strategy.
+        let text =
+            "[store]\nstrategy = \"denylist\"\nidle_timeout_seconds = 0\nmax_sessions_per_user = 0";
+        assert!(load(&minimal(text)).is_ok());
     }
 
     #[test]

@@ -21,9 +21,9 @@ pub enum FormError {
     /// The body is larger than the bound, or broke off.
     #[error("the body is too large or could not be read")]
     Unreadable,
-    /// The body is not UTF-8 text.
-    #[error("the form is not UTF-8")]
-    NotText,
+    /// The body is not UTF-8 text, or holds a broken `%` escape.
+    #[error("the body is not a valid form")]
+    Malformed,
     /// A field appears more than once.
     #[error("a field appears more than once")]
     Ambiguous,
@@ -73,18 +73,18 @@ pub struct Form {
 }
 
 impl Form {
-    /// Parses `a=1&b=2` (`+` for space, `%XX` escapes; an invalid escape is kept as
-    /// written).
+    /// Parses `a=1&b=2` (`+` for space, `%XX` escapes), strictly: a broken escape or
+    /// text that does not decode to UTF-8 is not a form.
     pub fn parse(body: &[u8]) -> Result<Form, FormError> {
-        let text = std::str::from_utf8(body).map_err(|_| FormError::NotText)?;
+        let text = std::str::from_utf8(body).map_err(|_| FormError::Malformed)?;
         let fields = text
             .split('&')
             .filter(|pair| !pair.is_empty())
             .map(|pair| {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode(name), decode(value))
+                Ok((decode(name)?, decode(value)?))
             })
-            .collect();
+            .collect::<Result<_, FormError>>()?;
         Ok(Form { fields })
     }
 
@@ -99,9 +99,31 @@ impl Form {
     }
 }
 
-fn decode(text: &str) -> String {
-    let spaced = text.replace('+', " ");
-    String::from_utf8_lossy(&crate::gate::percent_decode(&spaced)).into_owned()
+/// Decodes one form component (WHATWG URL `application/x-www-form-urlencoded`), with
+/// invalid escapes refused rather than kept.
+fn decode(component: &str) -> Result<String, FormError> {
+    let bytes = component.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let digit = |at: usize| {
+                    bytes
+                        .get(at)
+                        .and_then(|&b| char::from(b).to_digit(16))
+                        .ok_or(FormError::Malformed)
+                };
+                // Two hex digits, nothing else (`%+1` is not 0x01).
+                out.push((digit(i + 1)? * 16 + digit(i + 2)?) as u8);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| FormError::Malformed)
 }
 
 #[cfg(test)]
@@ -117,7 +139,11 @@ mod tests {
         assert_eq!(form.get("missing").unwrap(), None);
         let twice = Form::parse(b"token=a&token=b").unwrap();
         assert_eq!(twice.get("token"), Err(FormError::Ambiguous));
-        assert_eq!(Form::parse(b"\xff=1"), Err(FormError::NotText));
+        let named = Form::parse(b"logout%5Ftoken=t").unwrap();
+        assert_eq!(named.get("logout_token").unwrap(), Some("t"));
+        for bad in [&b"\xff=1"[..], b"t=a%2", b"t=a%zz", b"t=%ff", b"t=%+1"] {
+            assert_eq!(Form::parse(bad), Err(FormError::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! 2. strip client copies of identity, hop-by-hop and forwarding headers, and refuse a
 //!    framing name spelled with `_` ([`crate::proxy::HeaderPolicy::sanitize`]);
 //! 3. route: forward-auth ([`crate::forward_auth`], answered here, never forwarded),
-//!    logout, logout-all, sessions, capture, public, or protected;
+//!    logout, logout-all, RFC 7009 revocation, back-channel logout
+//!    ([`crate::backchannel`]), sessions, capture, public, or protected;
 //! 4. [`authorize`] (from the verdict cache) or [`authenticate`]: extract, verify,
 //!    check liveness;
 //! 5. prepare the upstream request (forwarding headers, identity) and forward
@@ -382,6 +383,7 @@ async fn pipeline(
         Route::Logout => logout(app, &request, false).await,
         Route::LogoutAll => logout(app, &request, true).await,
         Route::Sessions => list_sessions(app, &request).await,
+        Route::BackchannelLogout => crate::backchannel::logout(app, request).await,
         Route::Session(id) => revoke_session(app, &request, &id).await,
         Route::Revoke => revoke_token(app, request).await,
         Route::Capture(route) => capture(&via, request, route).await,
@@ -575,6 +577,7 @@ enum Route<'a> {
     LogoutAll,
     Sessions,
     Session(String),
+    BackchannelLogout,
     Capture(&'a CaptureRoute),
     Public,
     Protected,
@@ -593,6 +596,9 @@ fn route<'a, B>(app: &'a Scope<'_>, request: &Request<B>) -> Route<'a> {
     }
     if path == routes.logout_all {
         return Route::LogoutAll;
+    }
+    if routes.backchannel_logout.as_deref() == Some(path) {
+        return Route::BackchannelLogout;
     }
     if let Some(sessions) = &routes.sessions {
         if path == sessions {
@@ -628,6 +634,7 @@ pub async fn authorize<B>(app: &Scope<'_>, request: &Request<B>) -> Result<Arc<V
     let key = app.cache.key(raw);
     if let Some(key) = &key {
         if let Some(verdict) = app.cache.lookup(key, crate::jwt::now()) {
+            note_use(app, verdict.session_id.as_deref());
             return Ok(verdict);
         }
     }
@@ -662,7 +669,16 @@ async fn verify_live(
 ) -> Result<(VerifiedToken, Option<Session>), Refusal> {
     let token = app.verifier.verify_fresh(raw).await?;
     let session = check_live(app, &token).await?;
+    note_use(app, session.as_ref().map(|s| s.session_id.as_str()));
     Ok((token, session))
+}
+
+/// Notes that a session was used, for `store.idle_timeout_seconds` (in memory; written
+/// in the background, [`crate::idle`]).
+fn note_use(app: &Scope<'_>, session: Option<&str>) {
+    if let (Some(idle), Some(id)) = (&app.idle, session) {
+        idle.touch(id, crate::jwt::now());
+    }
 }
 
 /// [`authenticate`] for a route that changes state (logout, logout-all, revoking a
@@ -842,7 +858,12 @@ async fn revoke_token(
                 {
                     Err(RevokeError::Store(e)) => return Err(Refusal::StoreUnavailable(e)),
                     // Done, or gone meanwhile: what the client asked for either way.
-                    Ok(_) | Err(RevokeError::NoSuchSession | RevokeError::NoSessions(_)) => {}
+                    Ok(_)
+                    | Err(
+                        RevokeError::NoSuchSession
+                        | RevokeError::NoSessions(_)
+                        | RevokeError::Replayed,
+                    ) => {}
                 }
             }
         }
@@ -876,7 +897,7 @@ fn form_refusal(e: crate::form::FormError) -> Refusal {
     Refusal::Malformed(match e {
         FormError::NotAForm => "the body must be application/x-www-form-urlencoded",
         FormError::Unreadable => "the form is too large or could not be read",
-        FormError::NotText => "the form is not UTF-8",
+        FormError::Malformed => "the body is not a valid form",
         FormError::Ambiguous => "a form field appears more than once",
     })
 }
@@ -887,7 +908,8 @@ fn session_refusal(e: RevokeError) -> Refusal {
         RevokeError::NoSessions(_) => {
             Refusal::NotFound("sessions are not kept under this revocation strategy")
         }
-        RevokeError::NoSuchSession => Refusal::NotFound("no such session"),
+        // (A replay needs `revoke_once`, which these routes do not use.)
+        RevokeError::NoSuchSession | RevokeError::Replayed => Refusal::NotFound("no such session"),
         RevokeError::Store(e) => Refusal::StoreUnavailable(e),
     }
 }
@@ -1012,6 +1034,8 @@ async fn admit_captured(
     session_id: Option<String>,
 ) -> Option<Option<String>> {
     let refresh = kind == TokenKind::Refresh;
+    // A refresh joins its session: only a login counts against the session limit.
+    let new_session = session_id.is_none();
     let label = move |access: &'static str, refresh_label: &'static str| -> &'static str {
         if refresh {
             refresh_label
@@ -1051,6 +1075,13 @@ async fn admit_captured(
                 token = %token.hash.short(),
                 "token captured"
             );
+            if let (Some(max), Some(id), true) = (
+                app.config.store.max_sessions_per_user,
+                &session,
+                new_session,
+            ) {
+                limit_sessions(app, &token.user, id, max).await;
+            }
             Some(session)
         }
         // The token lacks what the strategy needs: the issuer's doing, not the store's.
@@ -1064,6 +1095,21 @@ async fn admit_captured(
                 .capture(label("store_error", "refresh_store_error"));
             tracing::error!(route = %route.path, kind = kind.as_str(), user = %token.user, cause = %e, "capture failed: the token was not stored");
             None
+        }
+    }
+}
+
+/// `store.max_sessions_per_user` after a login (SPEC §13): the user's oldest sessions
+/// beyond it end. A failure is logged, and the next login tries again; the login itself
+/// stands (its response is on its way).
+async fn limit_sessions(app: &Scope<'_>, user: &str, newest: &str, max: u32) {
+    match app.revocations.limit_sessions(user, newest, max).await {
+        Ok(ended) if !ended.is_empty() => {
+            tracing::info!(user = %user, max, ended = %ended.join(","), "session limit: oldest sessions ended");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(user = %user, max, cause = %e, "session limit: the oldest sessions could not be ended");
         }
     }
 }

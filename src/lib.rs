@@ -15,8 +15,9 @@
 //! - [`cli`]: subcommands (serve, check-config, tokens, prune, demo).
 //! - [`config`]: the TOML file → a validated [`config::Config`], every error at load.
 //! - [`jwt`]: verification → a [`jwt::VerifiedToken`]; where keys come from and the
-//!   current set (`jwt/keys.rs`, a provider's JWKS refreshed in the background), and
-//!   fetching a provider's documents (`jwt/fetch.rs`).
+//!   current set (`jwt/keys.rs`, a provider's JWKS refreshed in the background),
+//!   fetching a provider's documents (`jwt/fetch.rs`), and OIDC logout tokens
+//!   (`jwt/logout.rs`).
 //! - [`extract`]: reading a request's token from its configured sources.
 //! - [`strategy`]: allowlist / denylist / user-status: what "live" means.
 //! - [`rules`]: per-route `[[rules]]` (scopes, claims) and what a token satisfies.
@@ -24,12 +25,14 @@
 //!   feed row, the cache, the metric and the audit line in one place.
 //! - [`cache`]: the verdict cache and its staleness clock (SPEC §9).
 //! - [`feed`]: the revocation feed reader that keeps the cache exact.
+//! - [`idle`]: the last use of sessions and the sweep that revokes idle ones.
 //! - [`store`]: the [`store::TokenStore`] trait; SQLite (one pod) and PostgreSQL
 //!   (shared by replicas) implementations, with what they share in `store/schema.rs`.
 //! - [`capture`]: learning tokens from login responses.
 //! - [`gate`]: the request pipeline, step by step, and the refusal → response mapping.
 //! - [`forward_auth`]: answering an ingress's authorization subrequest (nginx
 //!   `auth_request`, Traefik ForwardAuth, Envoy `ext_authz`).
+//! - [`backchannel`]: OIDC back-channel logout, an identity provider ending sessions.
 //! - [`context`]: what is known about a connection and a request, worked out once.
 //! - [`proxy`]: header hygiene (`proxy/headers.rs`) and the backend connections
 //!   (`proxy/upstream.rs`).
@@ -51,6 +54,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backchannel;
 pub mod body;
 pub mod cache;
 pub mod capture;
@@ -64,6 +68,7 @@ pub mod feed;
 pub mod form;
 pub mod forward_auth;
 pub mod gate;
+pub mod idle;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;

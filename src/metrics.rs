@@ -70,11 +70,15 @@ pub enum Outcome {
     ForwardAuth,
     /// An RFC 7009 revocation request answered 200.
     TokenRevocation,
+    /// An identity provider's back-channel logout done (SPEC §13).
+    BackchannelLogout,
+    /// A back-channel logout refused: a malformed request or logout token, or a replay.
+    BackchannelRefused,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 23] = [
+    pub const ALL: [Outcome; 25] = [
         Outcome::Forwarded,
         Outcome::Public,
         Outcome::Logout,
@@ -98,6 +102,8 @@ impl Outcome {
         Outcome::InsufficientScope,
         Outcome::ForwardAuth,
         Outcome::TokenRevocation,
+        Outcome::BackchannelLogout,
+        Outcome::BackchannelRefused,
     ];
 
     /// The label value.
@@ -126,6 +132,8 @@ impl Outcome {
             Outcome::InsufficientScope => "insufficient_scope",
             Outcome::ForwardAuth => "forward_auth",
             Outcome::TokenRevocation => "token_revocation",
+            Outcome::BackchannelLogout => "backchannel_logout",
+            Outcome::BackchannelRefused => "backchannel_refused",
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The one door for revocations, session lists and prunes.
 //!
 //! Every way of ending a token (`/logout`, `/logout-all`, `DELETE /sessions/{id}`, the
-//! admin API, `tokengate tokens revoke`) calls [`Revocations::revoke`] with what it ends
-//! and who asks ([`Actor`]). Here, and only here, the strategy picks the rows
+//! admin API, `tokengate tokens revoke`, a back-channel logout, the idle sweep, the
+//! sessions-per-user limit) calls [`Revocations::revoke`] (or [`Revocations::revoke_once`])
+//! with what it ends and who asks ([`Actor`]). Here, and only here, the strategy picks the rows
 //! ([`crate::strategy::Strategy::plan`]), the store changes them and appends the feed
 //! row in one transaction, this process's verdict cache forgets the token or user at once
 //! and its tunnels of them check again (other processes learn it from the feed,
@@ -16,7 +17,8 @@ use crate::cache::VerdictCache;
 use crate::feed::Invalidation;
 use crate::metrics::Metrics;
 use crate::store::{
-    Actor, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session, StoreError,
+    Actor, PruneBounds, PruneReport, ReplayGuard, Revocation, RevocationKind, Revoked, Session,
+    StoreError,
 };
 use crate::strategy::{Strategy, StrategyKind, Target};
 use crate::tunnel::Tunnels;
@@ -54,6 +56,10 @@ pub enum RevokeError {
     /// probed).
     #[error("no such session")]
     NoSuchSession,
+    /// A revocation made once only ([`Revocations::revoke_once`]) was asked again:
+    /// nothing was changed.
+    #[error("this revocation was already made (replayed id)")]
+    Replayed,
     /// The store failed; nothing may be assumed revoked.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -90,19 +96,46 @@ impl Revocations {
     /// Ends `target` on behalf of `by`; durable (and refused by this process) when it
     /// returns.
     pub async fn revoke(&self, target: Target<'_>, by: Actor) -> Result<Revoked, RevokeError> {
+        self.apply(target, by, None).await
+    }
+
+    /// [`Revocations::revoke`], made once only under `guard`'s id (a back-channel logout
+    /// token's `jti`): the id is remembered in the revocation's own transaction, so a
+    /// failed revocation does not use it up, and a second call with it changes nothing
+    /// and is [`RevokeError::Replayed`].
+    pub async fn revoke_once(
+        &self,
+        target: Target<'_>,
+        by: Actor,
+        guard: ReplayGuard,
+    ) -> Result<Revoked, RevokeError> {
+        self.apply(target, by, Some(guard)).await
+    }
+
+    async fn apply(
+        &self,
+        target: Target<'_>,
+        by: Actor,
+        once: Option<ReplayGuard>,
+    ) -> Result<Revoked, RevokeError> {
         let Some((change, kind)) = self.strategy.plan(&target) else {
             return match target {
                 // Nothing to end: the strategy keeps no row for one token.
-                Target::Replaced(_) => Ok(Revoked {
-                    sessions: Vec::new(),
-                    seq: None,
-                }),
+                Target::Replaced(_) => Ok(Revoked::default()),
                 _ => Err(RevokeError::NoSessions(self.strategy.kind())),
             };
         };
         let user = change.user().map(str::to_owned);
-        let revocation = Revocation { change, kind, by };
+        let revocation = Revocation {
+            change,
+            kind,
+            by,
+            once,
+        };
         let revoked = self.strategy.store().revoke(revocation).await?;
+        if revoked.replayed {
+            return Err(RevokeError::Replayed);
+        }
         let Some(seq) = revoked.seq else {
             return Err(RevokeError::NoSuchSession);
         };
@@ -168,6 +201,41 @@ impl Revocations {
             .list_sessions(user, crate::jwt::now())
             .await?;
         Ok(one_per_session(rows))
+    }
+
+    /// Keeps `user` within `max` sessions after a login created the session `newest`:
+    /// ends the user's oldest other sessions (by creation; sessions created in the same
+    /// second are taken in session-id order), as the actor `limit`. Returns the ids
+    /// ended. A session that went meanwhile is skipped.
+    pub async fn limit_sessions(
+        &self,
+        user: &str,
+        newest: &str,
+        max: u32,
+    ) -> Result<Vec<String>, RevokeError> {
+        let mut others: Vec<Session> = self
+            .sessions(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.session_id != newest)
+            .collect();
+        // The new session counts as one of the `max`.
+        let keep = usize::try_from(max).unwrap_or(usize::MAX).saturating_sub(1);
+        let excess = others.len().saturating_sub(keep);
+        others.sort_by(|a, b| (a.created_at, &a.session_id).cmp(&(b.created_at, &b.session_id)));
+        let mut ended = Vec::new();
+        for session in others.iter().take(excess) {
+            let target = Target::Session {
+                id: &session.session_id,
+                owner: Some(user),
+            };
+            match self.revoke(target, Actor::Limit).await {
+                Ok(_) => ended.push(session.session_id.clone()),
+                Err(RevokeError::NoSuchSession) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
     }
 
     /// Deletes rows that can no longer matter: expired tokens, and feed rows past

@@ -9,8 +9,8 @@
 //! §10, [`crate::connection`]): a budget of open connections, a first request head
 //! due within `server.header_read_timeout_seconds` of accept, an idle timeout
 //! (`server.idle_timeout_seconds`) after it, and on HTTP/2 a bound on concurrent
-//! streams and keep-alive pings. The background prune and the revocation feed reader
-//! run beside them (a provider's key set refreshes itself: [`crate::jwt::keys`]).
+//! streams and keep-alive pings. The background prune, the revocation feed reader and
+//! the idle-session sweep ([`crate::idle`]) run beside them (a provider's key set refreshes itself: [`crate::jwt::keys`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,6 +59,10 @@ pub async fn run(
     let grace = boot.config.server.shutdown_grace;
 
     let pruner = tokio::spawn(prune_loop(app.clone(), stop_rx.clone()));
+    let idle_sweep = app
+        .idle
+        .clone()
+        .map(|idle| tokio::spawn(crate::idle::run(app.clone(), idle, stop_rx.clone())));
     let feed = app
         .feed_reader()
         .map(|reader| tokio::spawn(reader.run(stop_rx.clone())));
@@ -129,6 +133,15 @@ pub async fn run(
     pruner.abort();
     if let Some(feed) = feed {
         feed.abort();
+    }
+    if let Some(sweep) = idle_sweep {
+        sweep.abort();
+        // The uses noted during the drain, for the next start (best effort).
+        if let Some(idle) = &app.idle {
+            if let Err(e) = idle.write(app.strategy.store()).await {
+                tracing::warn!(error = %e, "could not record the last use of sessions at shutdown");
+            }
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -325,6 +338,7 @@ async fn prune_loop(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 invalid_token = report.invalid_token,
                 user_status = report.user_status,
                 revocation_log = report.revocation_log,
+                backchannel_jti = report.backchannel_jti,
                 "pruned expired rows"
             ),
             Ok(_) => tracing::debug!("prune: nothing expired"),

@@ -216,6 +216,7 @@ impl Strategy {
             user_agent: meta.user_agent,
             client_addr: meta.client_addr,
             kind,
+            sid: sid_claim(token),
         };
         if self.kind == StrategyKind::Allowlist {
             return Ok(Some(self.store.insert_session(session).await?));
@@ -292,7 +293,37 @@ impl Strategy {
                 RevocationKind::Session,
             ),
             (_, Target::Session { .. }) => return None,
+            // An OIDC back-channel logout by `sid`: the sessions whose tokens carried it.
+            (StrategyKind::Allowlist, Target::Sid { sid, user }) => (
+                Change::DeleteSidSessions {
+                    sid: (*sid).to_owned(),
+                    user: user.map(str::to_owned),
+                },
+                RevocationKind::Session,
+            ),
+            // No session list to find the `sid` in: the user's cut-off is the nearest
+            // thing that ends them all (more than asked, never less); without a user,
+            // nothing can be ended.
+            (StrategyKind::Denylist | StrategyKind::UserStatus, Target::Sid { user, .. }) => {
+                cut_off(user.as_ref()?)
+            }
         })
+    }
+}
+
+/// Longest `sid` claim recorded; a longer one is not kept (the session can then be
+/// ended by its user, not by `sid`).
+pub const MAX_SID_BYTES: usize = 1024;
+
+/// The `sid` claim of a token (its identity provider's session, OpenID Connect
+/// Front-/Back-Channel Logout), when it is a non-empty string of at most
+/// [`MAX_SID_BYTES`].
+pub fn sid_claim(token: &VerifiedToken) -> Option<String> {
+    match token.claims.get("sid") {
+        Some(serde_json::Value::String(sid)) if !sid.is_empty() && sid.len() <= MAX_SID_BYTES => {
+            Some(sid.clone())
+        }
+        _ => None,
     }
 }
 
@@ -312,6 +343,14 @@ pub enum Target<'a> {
         /// The user it must belong to (`None`: the admin API and the CLI may end any).
         owner: Option<&'a str>,
     },
+    /// Every session whose token carried this `sid` claim, only `user`'s when given
+    /// (an OIDC back-channel logout token with `sid`).
+    Sid {
+        /// The identity provider's session id.
+        sid: &'a str,
+        /// The logout token's `sub`, when it has one.
+        user: Option<&'a str>,
+    },
 }
 
 impl Target<'_> {
@@ -322,6 +361,7 @@ impl Target<'_> {
             Target::User(_) => "logout-all",
             Target::Replaced(_) => "refresh-rotated",
             Target::Session { .. } => "session",
+            Target::Sid { .. } => "sid-logout",
         }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tokengate::config::StoreBackend;
 use tokengate::store::{
-    self, Actor, Change, PruneBounds, PruneReport, Revocation, RevocationKind, Revoked, Session,
-    SharedStore, StoreError, TokenHash, TokenKind,
+    self, Actor, Change, IdleSession, PruneBounds, PruneReport, ReplayGuard, Revocation,
+    RevocationKind, Revoked, Session, SharedStore, StoreError, TokenHash, TokenKind,
 };
 
 use common::{closed_port, pg_admin, PgSchema};
@@ -93,6 +93,10 @@ contract!(
     feed_rows_are_pruned_after_their_horizon,
     a_second_handle_reads_the_first_ones_feed,
     the_tokens_of_one_session_go_together,
+    a_sid_logout_ends_every_session_that_carried_it,
+    a_sid_of_several_users_writes_one_feed_row_per_user,
+    a_revocation_with_a_replay_guard_is_made_once_only,
+    last_use_is_recorded_and_idle_sessions_are_found,
 );
 
 /// The row changes a strategy asks for, each made through [`store::TokenStore::revoke`]
@@ -157,7 +161,13 @@ trait Changes {
 impl Changes for SharedStore {
     async fn change(&self, change: Change, kind: RevocationKind) -> Result<Revoked, StoreError> {
         let by = Actor::Cli;
-        self.revoke(Revocation { change, kind, by }).await
+        self.revoke(Revocation {
+            change,
+            kind,
+            by,
+            once: None,
+        })
+        .await
     }
 
     /// A prune that keeps the feed (its own sweep is tested with the feed).
@@ -192,6 +202,7 @@ fn session(n: u8, user: &str, created_at: i64, expires_at: i64) -> Session {
         user_agent: Some("curl/8".to_owned()),
         client_addr: None,
         kind: TokenKind::Access,
+        sid: None,
     }
 }
 
@@ -260,6 +271,7 @@ async fn all_fields_round_trip(db: &Db) {
         user_agent: None,
         client_addr: Some("::1".into()),
         kind: TokenKind::Refresh,
+        sid: Some("idp-session ✓".into()),
     };
     assert_eq!(store.insert_session(odd.clone()).await.unwrap(), odd);
     assert_eq!(store.find_session(odd.token_hash).await.unwrap(), Some(odd));
@@ -387,6 +399,7 @@ async fn prune_removes_exactly_the_dead_rows_in_small_batches(db: &Db) {
         invalid_token: 5,
         user_status: 5,
         revocation_log: 0,
+        backchannel_jti: 0,
     };
     assert_eq!(report, expected);
     assert_eq!(ids(&store, "alice").await, ["s9"]);
@@ -471,6 +484,7 @@ async fn concurrent_writes_and_reads(db: &Db) {
                             change,
                             kind,
                             by: Actor::Cli,
+                            once: None,
                         })
                         .await?;
                 }
@@ -670,6 +684,207 @@ async fn the_tokens_of_one_session_go_together(db: &Db) {
     );
 }
 
+/// A session row of `user` whose token carried the `sid` claim `sid`.
+fn with_sid(n: u8, user: &str, sid: Option<&str>) -> Session {
+    Session {
+        sid: sid.map(str::to_owned),
+        ..session(n, user, 1, 100)
+    }
+}
+
+/// A back-channel logout by `sid` (of `user` when given), as the door makes it.
+async fn sid_logout(store: &SharedStore, sid: &str, user: Option<&str>) -> Revoked {
+    let change = Change::DeleteSidSessions {
+        sid: sid.to_owned(),
+        user: user.map(str::to_owned),
+    };
+    store.change(change, RevocationKind::Session).await.unwrap()
+}
+
+/// The feed rows after `after`, as (kind, user, one token?, session, by).
+async fn feed_after(
+    store: &SharedStore,
+    after: i64,
+) -> Vec<(String, String, bool, Option<String>, String)> {
+    store
+        .read_feed(after, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.kind,
+                r.user_id,
+                r.token_hash.is_some(),
+                r.session_id,
+                r.by,
+            )
+        })
+        .collect()
+}
+
+async fn a_sid_logout_ends_every_session_that_carried_it(db: &Db) {
+    let store = db.open().await;
+    // s1 is one login: its access token carried sid A, its refresh token none.
+    let mut refresh = with_sid(2, "alice", None);
+    refresh.session_id = "s1".into();
+    refresh.kind = TokenKind::Refresh;
+    for s in [
+        with_sid(1, "alice", Some("A")),
+        refresh,
+        with_sid(3, "alice", Some("B")),
+        with_sid(4, "bob", Some("A")),
+        with_sid(5, "alice", None),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    // With a user: only that user's sessions with the sid, every row of each.
+    let done = sid_logout(&store, "A", Some("alice")).await;
+    let mut gone: Vec<u8> = done
+        .sessions
+        .iter()
+        .map(|s| if s.token_hash == hash(1) { 1 } else { 2 })
+        .collect();
+    gone.sort();
+    assert_eq!(gone, [1, 2], "{done:?}");
+    assert_eq!(ids(&store, "alice").await, ["s3", "s5"]);
+    assert_eq!(ids(&store, "bob").await, ["s4"]);
+    // One feed row naming the session (two tokens went: no single token).
+    let rows = feed_after(&store, 0).await;
+    let row = |user: &str, one: bool, session: &str| {
+        let by = "cli".to_owned();
+        let kind = "session".to_owned();
+        (kind, user.to_owned(), one, Some(session.to_owned()), by)
+    };
+    assert_eq!(rows, [row("alice", false, "s1")]);
+    // Without a user: whoever's sessions carried it.
+    let done = sid_logout(&store, "A", None).await;
+    assert_eq!(done.sessions.len(), 1);
+    assert_eq!(ids(&store, "bob").await, Vec::<String>::new());
+    assert_eq!(feed_after(&store, 1).await, [row("bob", true, "s4")]);
+    // A sid nobody carries changes nothing and leaves no feed row.
+    let missed = sid_logout(&store, "Z", None).await;
+    assert_eq!((missed.seq, missed.sessions.len()), (None, 0));
+    assert_eq!(store.feed_head().await.unwrap(), 2);
+}
+
+async fn a_sid_of_several_users_writes_one_feed_row_per_user(db: &Db) {
+    let store = db.open().await;
+    for s in [
+        with_sid(1, "alice", Some("C")),
+        with_sid(2, "alice", Some("C")),
+        with_sid(3, "bob", Some("C")),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    let done = sid_logout(&store, "C", None).await;
+    assert_eq!(done.sessions.len(), 3);
+    let mut rows = feed_after(&store, 0).await;
+    rows.sort();
+    let by = || "cli".to_owned();
+    let kind = || "session".to_owned();
+    // Two sessions of alice: the row names her, and readers forget all her tokens.
+    assert_eq!(
+        rows,
+        [
+            (kind(), "alice".to_owned(), false, None, by()),
+            (kind(), "bob".to_owned(), true, Some("s3".to_owned()), by()),
+        ]
+    );
+    assert_eq!(done.seq, Some(2), "the last row's number");
+}
+
+async fn a_revocation_with_a_replay_guard_is_made_once_only(db: &Db) {
+    let store = db.open().await;
+    let once = |jti: &str, expires_at: i64, now: i64| Revocation {
+        change: Change::DeleteUserSessions {
+            user: "alice".into(),
+        },
+        kind: RevocationKind::LogoutAll,
+        by: Actor::Backchannel,
+        once: Some(ReplayGuard {
+            jti: jti.to_owned(),
+            expires_at,
+            now,
+        }),
+    };
+    store
+        .insert_session(session(1, "alice", 1, 1000))
+        .await
+        .unwrap();
+    let first = store.revoke(once("j1", 100, 50)).await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!((first.sessions.len(), first.seq), (1, Some(1)));
+    // A new login, then the same id again: refused, and nothing changes.
+    store
+        .insert_session(session(2, "alice", 2, 1000))
+        .await
+        .unwrap();
+    let again = store.revoke(once("j1", 100, 60)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.sessions.len(), again.seq), (0, None));
+    assert_eq!(ids(&store, "alice").await, ["s2"]);
+    assert_eq!(store.feed_head().await.unwrap(), 1);
+    // Another id is another revocation.
+    let other = store.revoke(once("j2", 100, 60)).await.unwrap();
+    assert!(!other.replayed);
+    assert!(ids(&store, "alice").await.is_empty());
+    // Once the first token can no longer verify, a row not pruned yet no longer counts.
+    assert!(!store.revoke(once("j1", 300, 150)).await.unwrap().replayed);
+    // Pruned when expired: j2 (100) goes at 200, j1 (now 300) stays.
+    let report = store.prune_at(200, i64::MIN, 10).await.unwrap();
+    assert_eq!(report.backchannel_jti, 1);
+    assert!(store.revoke(once("j1", 300, 250)).await.unwrap().replayed);
+    assert!(!store.revoke(once("j2", 300, 250)).await.unwrap().replayed);
+}
+
+async fn last_use_is_recorded_and_idle_sessions_are_found(db: &Db) {
+    let store = db.open().await;
+    let mut refresh = session(2, "alice", 10, 1000);
+    refresh.session_id = "s1".into();
+    refresh.kind = TokenKind::Refresh;
+    for s in [
+        session(1, "alice", 10, 1000),
+        refresh,
+        session(3, "alice", 20, 1000),
+        session(4, "alice", 5, 30), // expired at 30
+        session(5, "bob", 40, 1000),
+    ] {
+        store.insert_session(s).await.unwrap();
+    }
+    let idle = |since: i64, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .idle_sessions(since, 35, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(
+                    |IdleSession {
+                         session_id,
+                         user_id,
+                     }| format!("{user_id}/{session_id}"),
+                )
+                .collect::<Vec<_>>()
+        }
+    };
+    // Never used: a session's last use is its latest creation.
+    assert_eq!(idle(30, 10).await, ["alice/s1", "alice/s3"]);
+    store
+        .touch_sessions(vec![("s1".into(), 50), ("nope".into(), 60)])
+        .await
+        .unwrap();
+    assert_eq!(idle(30, 10).await, ["alice/s3"]);
+    // A late, older use does not move the last use back.
+    store.touch_sessions(vec![("s1".into(), 45)]).await.unwrap();
+    assert_eq!(idle(49, 10).await, ["alice/s3", "bob/s5"]);
+    assert_eq!(idle(50, 10).await, ["alice/s1", "alice/s3", "bob/s5"]);
+    assert_eq!(idle(50, 1).await.len(), 1);
+    // Expired sessions are the prune's business, not the sweep's.
+    assert!(!idle(i64::MAX, 10).await.contains(&"alice/s4".to_owned()));
+}
+
 // ---- PostgreSQL only ----
 
 async fn next_signal(
@@ -700,7 +915,8 @@ async fn a_revocation_notifies_every_listener_after_its_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
-    // (Versions 2 and 3 both run: the feed, then `kind` and shared session ids.)
+    // (Versions 2, 3 and 4 all run: the feed, then `kind` and shared session ids, then
+    // `sid`, `last_used_at` and `backchannel_jti`.)
     let db = Db::postgres().await;
     let Db::Postgres(schema) = &db else {
         unreachable!()
@@ -714,7 +930,8 @@ async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
     // Back to the schema of version 1, as an older tokengate left it.
     let sql = format!(
         "DROP TABLE {0}.revocation_log; DROP INDEX {0}.valid_token_session_id;
-         ALTER TABLE {0}.valid_token DROP COLUMN kind;
+         DROP TABLE {0}.backchannel_jti; DROP INDEX {0}.valid_token_sid;
+         ALTER TABLE {0}.valid_token DROP COLUMN kind, DROP COLUMN sid, DROP COLUMN last_used_at;
          ALTER TABLE {0}.valid_token ADD CONSTRAINT valid_token_session_id_key UNIQUE (session_id);
          UPDATE {0}.tokengate_schema_version SET version = 1",
         schema.name
@@ -725,6 +942,48 @@ async fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
     store.deny(hash(2), "alice", 100).await.unwrap();
     assert_eq!(store.feed_head().await.unwrap(), 1);
     assert_eq!(schema.rows("revocation_log").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_schema_is_migrated_and_keeps_its_rows() {
+    let db = Db::postgres().await;
+    let Db::Postgres(schema) = &db else {
+        unreachable!()
+    };
+    let store = db.open().await;
+    store
+        .insert_session(session(1, "alice", 1, 100))
+        .await
+        .unwrap();
+    drop(store);
+    // Back to the schema of version 3, as the previous tokengate left it.
+    let sql = format!(
+        "DROP TABLE {0}.backchannel_jti; DROP INDEX {0}.valid_token_sid;
+         ALTER TABLE {0}.valid_token DROP COLUMN sid, DROP COLUMN last_used_at;
+         UPDATE {0}.tokengate_schema_version SET version = 3",
+        schema.name
+    );
+    pg_admin().await.batch_execute(&sql).await.unwrap();
+    let store = db.open().await;
+    let kept = store.find_session(hash(1)).await.unwrap().unwrap();
+    assert_eq!(kept, session(1, "alice", 1, 100), "no sid for an old row");
+    store.touch_sessions(vec![("s1".into(), 50)]).await.unwrap();
+    assert!(store.idle_sessions(49, 0, 10).await.unwrap().is_empty());
+    let done = sid_logout(&store, "A", None).await;
+    assert!(done.sessions.is_empty());
+    let version = pg_admin()
+        .await
+        .query_one(
+            &format!(
+                "SELECT version FROM {}.tokengate_schema_version",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(version, 4);
 }
 
 async fn connect_err(url: &str) -> (String, Duration) {
@@ -803,7 +1062,8 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         .query(
             "SELECT table_name::text, column_name::text, data_type::text
              FROM information_schema.columns WHERE table_schema = $1
-             AND table_name IN ('valid_token', 'invalid_token', 'user_status', 'revocation_log')
+             AND table_name IN ('valid_token', 'invalid_token', 'user_status', 'revocation_log',
+                                'backchannel_jti')
              ORDER BY 1, ordinal_position",
             &[&schema.name],
         )
@@ -813,6 +1073,8 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     let expected = [
+        ("backchannel_jti", "jti", "text"),
+        ("backchannel_jti", "expires_at", "bigint"),
         ("invalid_token", "token_hash", "bytea"),
         ("invalid_token", "user_id", "text"),
         ("invalid_token", "expires_at", "bigint"),
@@ -834,6 +1096,8 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
         ("valid_token", "user_agent", "text"),
         ("valid_token", "client_addr", "text"),
         ("valid_token", "kind", "text"),
+        ("valid_token", "sid", "text"),
+        ("valid_token", "last_used_at", "bigint"),
     ];
     let expected: Vec<_> = expected
         .iter()
@@ -854,12 +1118,14 @@ async fn the_schema_is_in_postgres_types_with_the_sqlite_names() {
     assert_eq!(
         indexes,
         [
+            "backchannel_jti_expires_at",
             "invalid_token_expires_at",
             "invalid_token_user_id",
             "revocation_log_at_ms",
             "user_status_logged_out_at",
             "valid_token_expires_at",
             "valid_token_session_id",
+            "valid_token_sid",
             "valid_token_user_id",
         ]
     );

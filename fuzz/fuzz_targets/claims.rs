@@ -1,7 +1,8 @@
 //! Verification past the signature: the input is a header and a payload (split at the
 //! first newline), signed here with the configured HMAC key, so that the fuzzer reaches
 //! the header rules and every claim rule instead of stopping at the signature. Nothing
-//! may panic, and whatever verifies must satisfy the rules the proxy relies on.
+//! may panic, and whatever verifies must satisfy the rules the proxy relies on. The same
+//! input goes through the logout-token rules too.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -39,5 +40,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(claims["iss"], "https://idp");
         assert!(claims["exp"].is_number());
         assert!(verified.expires_at >= 0);
+    }
+    // The logout-token rules (OIDC Back-Channel Logout) on the same input: nothing may
+    // panic, whatever verifies names someone, and nothing is both kinds of token.
+    if let Ok(logout) = verifier().verify_logout_token(&token) {
+        assert!(logout.sub.is_some() || logout.sid.is_some());
+        assert!(!logout.jti.is_empty());
+        assert!(verifier().verify(&token).is_err(), "a logout token passed as an access token");
     }
 });

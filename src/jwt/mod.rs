@@ -16,6 +16,11 @@
 //! 5. signature and the registered claims are checked by jsonwebtoken with a
 //!    deliberately configured [`Validation`], then our own rules on top: `iat` not in the
 //!    future, `iss` a single string, a usable user claim, sane numeric dates.
+//!
+//! Steps 1 to 5 are shared with the logout tokens of OIDC Back-Channel Logout
+//! ([`logout`]), which have claim rules of their own: an access token's
+//! `jwt.user_claim`, `jwt.required_claims` and `jwt.required_typ` are not theirs, and a
+//! logout token is never accepted as an access token.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,8 +39,10 @@ use crate::store::TokenHash;
 
 pub mod fetch;
 pub mod keys;
+pub mod logout;
 
 pub use keys::{KeyError, KeySet, KeySource, Keys};
+pub use logout::{LogoutToken, LogoutTokenError};
 
 /// Tokens longer than this are refused before any parsing (SPEC §5).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -241,13 +248,26 @@ impl Verifier {
     /// again, or after the fetch in flight ended (SPEC §11). The refetch is bounded by
     /// `jwt.jwks_min_refetch_seconds`, so a flood of made-up kids costs one fetch.
     pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        self.with_fresh_keys(
+            || self.verify(token),
+            |e| matches!(e, VerifyError::UnknownKey | VerifyError::Signature),
+        )
+        .await
+    }
+
+    /// Runs `verify`, and once more after the provider's key set was fetched again when
+    /// keys come from a provider and `key_miss` says no key verified the token
+    /// ([`Verifier::verify_fresh`]).
+    async fn with_fresh_keys<T, E>(
+        &self,
+        verify: impl Fn() -> Result<T, E>,
+        key_miss: fn(&E) -> bool,
+    ) -> Result<T, E> {
         let seen = self.keys.generation();
-        match self.verify(token) {
-            Err(e @ (VerifyError::UnknownKey | VerifyError::Signature))
-                if self.keys.is_remote() =>
-            {
+        match verify() {
+            Err(e) if key_miss(&e) && self.keys.is_remote() => {
                 if self.keys.refetch_after(seen).await {
-                    self.verify(token)
+                    verify()
                 } else {
                     Err(e)
                 }
@@ -258,15 +278,7 @@ impl Verifier {
 
     /// Verifies a compact JWS as of `now` (unix seconds); used by tests for time rules.
     pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, VerifyError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(VerifyError::TooLong);
-        }
-        let (signing_input, header_b64) = split_compact(token)?;
-        let header = parse_header(header_b64)?;
-        let alg = header.alg;
-        if !self.settings().algorithms.contains(&alg) {
-            return Err(VerifyError::Algorithm);
-        }
+        let (signing_input, header) = self.parse(token)?;
         if let Some(required) = &self.settings().required_typ {
             if !header
                 .typ
@@ -276,9 +288,46 @@ impl Verifier {
                 return Err(VerifyError::Type);
             }
         }
+        // A logout token is signed by the same keys: never a bearer token (OIDC
+        // Back-Channel Logout 1.0 §2.4, RFC 8725 §3.11).
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| same_media_type(t, logout::LOGOUT_TOKEN_TYPE))
+        {
+            return Err(VerifyError::Type);
+        }
+        let claims = self.signed_claims(token, &header)?;
+        if logout::has_logout_event(&claims) {
+            return Err(VerifyError::Type);
+        }
+        self.check_claims(claims, signing_input, now)
+    }
+
+    /// Steps 1 to 3: the length, the compact form and the header, its `alg` among the
+    /// configured algorithms; returns the signing input and the header.
+    fn parse<'t>(&self, token: &'t str) -> Result<(&'t str, ParsedHeader), VerifyError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::TooLong);
+        }
+        let (signing_input, header_b64) = split_compact(token)?;
+        let header = parse_header(header_b64)?;
+        if !self.settings().algorithms.contains(&header.alg) {
+            return Err(VerifyError::Algorithm);
+        }
+        Ok((signing_input, header))
+    }
+
+    /// Steps 4 and 5: the signature by a key the header may pick, and jsonwebtoken's
+    /// claim rules; returns the claims.
+    fn signed_claims(
+        &self,
+        token: &str,
+        header: &ParsedHeader,
+    ) -> Result<Map<String, Value>, VerifyError> {
         let mut result = Err(VerifyError::UnknownKey);
         let keys = self.keys.current();
-        for entry in keys.candidates(alg, header.kid.as_deref()) {
+        for entry in keys.candidates(header.alg, header.kid.as_deref()) {
             result = jsonwebtoken::decode::<StrictObject>(token, &entry.key, &entry.validation)
                 .map(|data| data.claims.0)
                 .map_err(map_jwt_error);
@@ -286,29 +335,28 @@ impl Verifier {
                 break;
             }
         }
-        drop(keys);
-        let claims = result?;
-        self.check_claims(claims, signing_input, now)
+        result
     }
 
-    /// Our rules on top of jsonwebtoken's.
-    fn check_claims(
+    /// The registered claims every token shares: `exp` required and not passed, `nbf`
+    /// and `iat` not in the future, `iss` the configured issuer and `aud` one of the
+    /// configured audiences when they are set (all with the leeway).
+    fn check_registered(
         &self,
-        claims: Map<String, Value>,
-        signing_input: &str,
+        claims: &Map<String, Value>,
         now: i64,
-    ) -> Result<VerifiedToken, VerifyError> {
-        let leeway = self.settings().leeway as i64;
+    ) -> Result<Registered, VerifyError> {
+        let leeway = self.leeway();
         let expires_at = numeric_date(claims.get("exp"))?.ok_or(VerifyError::MissingExp)?;
-        if expires_at + leeway < now {
+        if expires_at.saturating_add(leeway) < now {
             return Err(VerifyError::Expired);
         }
         let not_before = numeric_date(claims.get("nbf"))?;
-        if not_before.is_some_and(|nbf| nbf > now + leeway) {
+        if not_before.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(VerifyError::NotYetValid);
         }
         let issued_at = numeric_date(claims.get("iat"))?;
-        if issued_at.is_some_and(|iat| iat > now + leeway) {
+        if issued_at.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return Err(VerifyError::IssuedInFuture);
         }
         if let Some(iss) = &self.settings().issuer {
@@ -335,6 +383,25 @@ impl Verifier {
                 return Err(VerifyError::Audience);
             }
         }
+        Ok(Registered {
+            expires_at,
+            not_before,
+            issued_at,
+        })
+    }
+
+    /// Our rules on top of jsonwebtoken's, for an access token.
+    fn check_claims(
+        &self,
+        claims: Map<String, Value>,
+        signing_input: &str,
+        now: i64,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let Registered {
+            expires_at,
+            not_before,
+            issued_at,
+        } = self.check_registered(&claims, now)?;
         let user = match claims.get(&self.settings().user_claim) {
             Some(Value::String(u)) if valid_user(u) => u.clone(),
             Some(Value::String(_)) => return Err(VerifyError::User),
@@ -370,6 +437,13 @@ pub fn claim_holds(claims: &Map<String, Value>, claim: &str, value: &str) -> boo
         Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(value)),
         _ => false,
     }
+}
+
+/// The time claims of a token that passed [`Verifier::check_registered`].
+struct Registered {
+    expires_at: i64,
+    not_before: Option<i64>,
+    issued_at: Option<i64>,
 }
 
 /// The current time in unix milliseconds (the revocation feed's clock).

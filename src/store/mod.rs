@@ -105,6 +105,9 @@ pub struct Session {
     pub client_addr: Option<String>,
     /// Access or refresh token.
     pub kind: TokenKind,
+    /// The token's `sid` claim (its identity provider's session), when it is a string:
+    /// what an OIDC back-channel logout by `sid` ends (SPEC §13).
+    pub sid: Option<String>,
 }
 
 /// Who made a revocation (SPEC §9, `revocation_log.by`): the audit trail's actor.
@@ -118,6 +121,10 @@ pub enum Actor {
     Cli,
     /// An identity provider's back-channel logout.
     Backchannel,
+    /// The idle sweep: a session unused for `store.idle_timeout_seconds`.
+    Idle,
+    /// A login beyond `store.max_sessions_per_user` ended the user's oldest session.
+    Limit,
 }
 
 impl Actor {
@@ -128,6 +135,8 @@ impl Actor {
             Actor::Admin => "admin",
             Actor::Cli => "cli",
             Actor::Backchannel => "backchannel",
+            Actor::Idle => "idle",
+            Actor::Limit => "limit",
         }
     }
 }
@@ -215,6 +224,14 @@ pub enum Change {
         /// The user.
         user: String,
     },
+    /// Delete every session one of whose tokens carried the `sid` claim `sid`, only
+    /// the sessions of `user` when given (an OIDC back-channel logout by `sid`).
+    DeleteSidSessions {
+        /// The identity provider's session id.
+        sid: String,
+        /// The user the sessions must belong to (the logout token's `sub`), if named.
+        user: Option<String>,
+    },
     /// Move a user's cut-off to `at` (never backwards) and delete the user's allowlist
     /// rows (the exceptions captured before it).
     CutOff {
@@ -234,6 +251,7 @@ impl Change {
             | Change::DenyToken { user, .. }
             | Change::DeleteUserSessions { user }
             | Change::CutOff { user, .. } => Some(user),
+            Change::DeleteSidSessions { user, .. } => user.as_deref(),
             Change::DeleteSession { .. } => None,
         }
     }
@@ -248,6 +266,24 @@ pub struct Revocation {
     pub kind: RevocationKind,
     /// Who asked.
     pub by: Actor,
+    /// When set, the revocation is made once only: the store remembers this id in the
+    /// same transaction and refuses a second revocation under it ([`Revoked::replayed`]).
+    pub once: Option<ReplayGuard>,
+}
+
+/// The id under which a revocation may be made once only: a back-channel logout
+/// token's `jti` (OIDC Back-Channel Logout 1.0 §2.6), kept in `backchannel_jti` until
+/// the token could no longer verify, then pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayGuard {
+    /// The `jti`.
+    pub jti: String,
+    /// Unix seconds after which the token it came from can no longer verify (its `exp`
+    /// plus the leeway): the row is kept until then.
+    pub expires_at: i64,
+    /// Unix seconds now: a remembered id whose row expired before this (not pruned
+    /// yet) no longer counts, its token being dead.
+    pub now: i64,
 }
 
 /// A feed row as written, before the store numbers it.
@@ -266,12 +302,45 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// The feed row of a revocation, given the allowlist rows it deleted; `None` when it
-    /// changed nothing at all (a session id that matched no row), so that a miss leaves
-    /// no trace and no invalidation. A row names one token only when one token went;
-    /// when a session of several went, it names the session, and readers forget every
-    /// cached token of the user.
-    pub fn of(revocation: &Revocation, deleted: &[Session]) -> Option<LogEntry> {
+    /// The feed rows of a revocation, given the allowlist rows it deleted: one row, or
+    /// none when it changed nothing at all (a session id or `sid` that matched no row),
+    /// so that a miss leaves no trace and no invalidation. A row names one token only
+    /// when one token went; when a session of several went, it names the session, and
+    /// readers forget every cached token of the user. A `sid` logout writes one row per
+    /// user it touched (a row names one user), naming the session when it was the
+    /// user's only one.
+    pub fn of(revocation: &Revocation, deleted: &[Session]) -> Vec<LogEntry> {
+        if let Change::DeleteSidSessions { .. } = &revocation.change {
+            return LogEntry::per_user(revocation, deleted);
+        }
+        LogEntry::single(revocation, deleted).into_iter().collect()
+    }
+
+    /// One row per user among `deleted`, in the order they first appear.
+    fn per_user(revocation: &Revocation, deleted: &[Session]) -> Vec<LogEntry> {
+        let mut users: Vec<&str> = Vec::new();
+        for row in deleted {
+            if !users.contains(&row.user_id.as_str()) {
+                users.push(&row.user_id);
+            }
+        }
+        users
+            .into_iter()
+            .map(|user| {
+                let rows: Vec<&Session> = deleted.iter().filter(|s| s.user_id == user).collect();
+                let one_session = rows.iter().all(|s| s.session_id == rows[0].session_id);
+                LogEntry {
+                    kind: revocation.kind,
+                    user_id: user.to_owned(),
+                    token_hash: (rows.len() == 1).then_some(rows[0].token_hash),
+                    session_id: one_session.then(|| rows[0].session_id.clone()),
+                    by: revocation.by,
+                }
+            })
+            .collect()
+    }
+
+    fn single(revocation: &Revocation, deleted: &[Session]) -> Option<LogEntry> {
         let one = deleted.first();
         let several = deleted.len() > 1;
         let (user_id, token_hash, session_id) = match &revocation.change {
@@ -293,6 +362,8 @@ impl LogEntry {
             Change::DeleteUserSessions { user } | Change::CutOff { user, .. } => {
                 (user.clone(), None, None)
             }
+            // Written per user by `LogEntry::per_user`.
+            Change::DeleteSidSessions { .. } => return None,
         };
         Some(LogEntry {
             kind: revocation.kind,
@@ -305,12 +376,23 @@ impl LogEntry {
 }
 
 /// What a revocation did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Revoked {
     /// The allowlist rows it deleted.
     pub sessions: Vec<Session>,
-    /// The feed row it appended (`None` when nothing matched), with its number.
+    /// The (last) feed row it appended (`None` when nothing matched), with its number.
     pub seq: Option<i64>,
+    /// Its [`ReplayGuard`] id had been used already: nothing was changed.
+    pub replayed: bool,
+}
+
+/// A session the idle sweep found unused (SPEC §13, `store.idle_timeout_seconds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleSession {
+    /// The session id.
+    pub session_id: String,
+    /// Its user.
+    pub user_id: String,
 }
 
 /// One row of `revocation_log` as read back (SPEC §9). Fields that a newer build or a
@@ -357,12 +439,18 @@ pub struct PruneReport {
     pub user_status: u64,
     /// Rows of `revocation_log` older than `store.revocation_log_days`.
     pub revocation_log: u64,
+    /// Rows of `backchannel_jti` whose logout token can no longer verify.
+    pub backchannel_jti: u64,
 }
 
 impl PruneReport {
     /// Rows removed in all tables.
     pub fn total(&self) -> u64 {
-        self.valid_token + self.invalid_token + self.user_status + self.revocation_log
+        self.valid_token
+            + self.invalid_token
+            + self.user_status
+            + self.revocation_log
+            + self.backchannel_jti
     }
 }
 
@@ -432,7 +520,23 @@ pub trait TokenStore: Send + Sync + 'static {
     /// transaction, durable when it resolves. On PostgreSQL the commit also notifies
     /// `tokengate_revocations`, and revocations are serialized so that `seq` order is
     /// commit order: a reader that has seen row `n` can never later meet a row below it.
+    /// With a [`ReplayGuard`], its id is remembered in the same transaction, and when it
+    /// is remembered already (and not expired) nothing changes and the answer is
+    /// [`Revoked::replayed`]: a failed revocation does not use the id up.
     fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked>;
+
+    /// Records that sessions were used: `last_used_at` of every row of each session
+    /// becomes the given unix second, unless it is later already. One transaction.
+    fn touch_sessions(&self, uses: Vec<(String, i64)>) -> StoreFuture<'_, ()>;
+
+    /// Sessions not yet expired at `now` whose last use (the latest `last_used_at` or
+    /// `created_at` of their rows) is at or before `idle_since`; at most `limit`.
+    fn idle_sessions(
+        &self,
+        idle_since: i64,
+        now: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<IdleSession>>;
 
     /// The highest `seq` in the feed (0 when it is empty): where a new reader starts.
     fn feed_head(&self) -> StoreFuture<'_, i64>;

@@ -65,12 +65,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::postgres_tls::TlsSettings;
 
 use super::schema::{
-    self, check_version, Sweep, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS, REVOCATION_LOG,
-    SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
+    self, check_version, Sweep, BACKCHANNEL_JTI, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS,
+    REVOCATION_LOG, SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
 };
 use super::{
-    Change, FeedRow, FeedSignal, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session,
-    StoreError, StoreFuture, TokenHash, TokenKind, TokenStore,
+    Change, FeedRow, FeedSignal, IdleSession, LogEntry, PruneBounds, PruneReport, Revocation,
+    Revoked, Session, StoreError, StoreFuture, TokenHash, TokenKind, TokenStore,
 };
 
 /// How many pipelined connections carry single-statement operations.
@@ -146,6 +146,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE valid_token DROP CONSTRAINT IF EXISTS valid_token_session_id_key;
     ALTER TABLE valid_token ADD COLUMN kind TEXT NOT NULL DEFAULT 'access';
     CREATE INDEX valid_token_session_id ON valid_token (session_id);",
+    // Version 4 (SPEC §13): the `sid` claim a token carried (back-channel logout), the
+    // last use of a session (idle timeout), and the logout-token ids already acted on.
+    "ALTER TABLE valid_token ADD COLUMN sid TEXT;
+    ALTER TABLE valid_token ADD COLUMN last_used_at BIGINT;
+    CREATE INDEX valid_token_sid ON valid_token (sid);
+    CREATE TABLE backchannel_jti (
+        jti        TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX backchannel_jti_expires_at ON backchannel_jti (expires_at);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -429,14 +439,59 @@ impl TokenStore for PostgresStore {
     fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked> {
         // Repeating a revocation after a lost commit leaves the same rows (and at most
         // a second feed row), except a session revoked by id: its repeat would find
-        // nothing and answer 404 for a session that did go.
+        // nothing and answer 404 for a session that did go; and one made once only: its
+        // repeat would find its id remembered and call a logout that did happen a replay.
         let retry = match revocation.change {
+            _ if revocation.once.is_some() => Retry::Never,
             Change::DeleteSession { .. } => Retry::Never,
             _ => Retry::Once,
         };
         Box::pin(self.run_transaction(retry, move |conn| {
             let revocation = revocation.clone();
             Box::pin(async move { revoke_in_transaction(conn, &revocation).await })
+        }))
+    }
+
+    fn touch_sessions(&self, uses: Vec<(String, i64)>) -> StoreFuture<'_, ()> {
+        // Safe to repeat: GREATEST leaves the same values.
+        Box::pin(self.run_transaction(Retry::Once, move |conn| {
+            let uses = uses.clone();
+            Box::pin(async move {
+                let Conn {
+                    client, statements, ..
+                } = conn;
+                let tx = client.transaction().await?;
+                for (session_id, at) in &uses {
+                    tx.execute(&statements.touch_session, &[session_id, at])
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn idle_sessions(
+        &self,
+        idle_since: i64,
+        now: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<IdleSession>> {
+        let limit = i64::from(limit);
+        Box::pin(self.run(Retry::Once, move |conn| async move {
+            let s = &conn.statements;
+            let rows = conn
+                .client
+                .query(&s.idle_sessions, &[&idle_since, &now, &limit])
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(IdleSession {
+                        session_id: r.try_get(0)?,
+                        user_id: r.try_get(1)?,
+                    })
+                })
+                .collect()
         }))
     }
 
@@ -508,6 +563,7 @@ async fn insert_in_transaction(conn: &mut Conn, session: &Session) -> Result<Ses
             &session.user_agent,
             &session.client_addr,
             &session.kind.as_str(),
+            &session.sid,
         ],
     )
     .await?;
@@ -529,6 +585,19 @@ async fn revoke_in_transaction(
         ..
     } = conn;
     let tx = client.transaction().await?;
+    if let Some(guard) = &revocation.once {
+        let remembered = tx
+            .execute(&s.remember, &[&guard.jti, &guard.expires_at, &guard.now])
+            .await?;
+        if remembered != 1 {
+            // A replay: nothing changes (the transaction ends without a write).
+            tx.commit().await?;
+            return Ok(Revoked {
+                replayed: true,
+                ..Revoked::default()
+            });
+        }
+    }
     tx.execute(&s.feed_lock, &[]).await?;
     let sessions = |rows: Vec<Row>| {
         rows.iter()
@@ -557,36 +626,40 @@ async fn revoke_in_transaction(
         Change::DeleteUserSessions { user } => {
             sessions(tx.query(&s.delete_user_sessions, &[user]).await?)?
         }
+        Change::DeleteSidSessions { sid, user } => {
+            sessions(tx.query(&s.delete_sid_sessions, &[sid, user]).await?)?
+        }
         Change::CutOff { user, at } => {
             tx.execute(&s.set_cutoff, &[user, at]).await?;
             // The exceptions captured before this cut-off die with it.
             sessions(tx.query(&s.delete_user_sessions, &[user]).await?)?
         }
     };
-    let seq = match LogEntry::of(revocation, &deleted) {
-        Some(entry) => {
-            let hash = entry.token_hash.as_ref().map(|h| &h.0[..]);
-            let row = tx
-                .query_one(
-                    &s.append_log,
-                    &[
-                        &entry.kind.as_str(),
-                        &entry.user_id,
-                        &hash,
-                        &entry.session_id,
-                        &entry.by.as_str(),
-                    ],
-                )
-                .await?;
-            tx.execute(&s.notify, &[]).await?;
-            Some(row.try_get(0)?)
-        }
-        None => None,
-    };
+    let mut seq = None;
+    for entry in LogEntry::of(revocation, &deleted) {
+        let hash = entry.token_hash.as_ref().map(|h| &h.0[..]);
+        let row = tx
+            .query_one(
+                &s.append_log,
+                &[
+                    &entry.kind.as_str(),
+                    &entry.user_id,
+                    &hash,
+                    &entry.session_id,
+                    &entry.by.as_str(),
+                ],
+            )
+            .await?;
+        seq = Some(row.try_get(0)?);
+    }
+    if seq.is_some() {
+        tx.execute(&s.notify, &[]).await?;
+    }
     tx.commit().await?;
     Ok(Revoked {
         sessions: deleted,
         seq,
+        replayed: false,
     })
 }
 
@@ -696,7 +769,11 @@ struct Statements {
     notify: Statement,
     feed_head: Statement,
     read_feed: Statement,
-    prune: [Statement; 4],
+    delete_sid_sessions: Statement,
+    remember: Statement,
+    touch_session: Statement,
+    idle_sessions: Statement,
+    prune: [Statement; 5],
 }
 
 impl Statements {
@@ -706,7 +783,7 @@ impl Statements {
         let (ping, insert_session, find_session, list_sessions, count_sessions, is_denied) = tokio::try_join!(
             p("SELECT 1 FROM tokengate_schema_version".to_owned()),
             p(format!(
-                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (token_hash) DO NOTHING"
             )),
             p(format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = $1")),
@@ -765,8 +842,32 @@ impl Statements {
                 "SELECT {FEED_COLUMNS} FROM {REVOCATION_LOG} WHERE seq > $1 ORDER BY seq LIMIT $2"
             )),
         )?;
-        let [a, b, c, d] = Sweep::ALL.map(|sweep| p(prune_sql(sweep)));
-        let (a, b, c, d) = tokio::try_join!(a, b, c, d)?;
+        let (delete_sid_sessions, remember, touch_session, idle_sessions) = tokio::try_join!(
+            p(format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id IN
+                 (SELECT session_id FROM {VALID_TOKEN} WHERE sid = $1 AND ($2::text IS NULL OR user_id = $2))
+                 RETURNING {SESSION_COLUMNS}"
+            )),
+            // Takes over an expired id not pruned yet: its token can no longer verify.
+            p(format!(
+                "INSERT INTO {BACKCHANNEL_JTI} (jti, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                 WHERE {BACKCHANNEL_JTI}.expires_at < $3"
+            )),
+            // GREATEST: a late batch (another replica's) never moves a last use backwards.
+            p(format!(
+                "UPDATE {VALID_TOKEN} SET last_used_at = GREATEST(coalesce(last_used_at, $2), $2)
+                 WHERE session_id = $1"
+            )),
+            p(format!(
+                "SELECT session_id, min(user_id) FROM {VALID_TOKEN} WHERE expires_at > $2
+                 GROUP BY session_id
+                 HAVING max(coalesce(last_used_at, created_at)) <= $1
+                 ORDER BY session_id COLLATE \"C\" LIMIT $3"
+            )),
+        )?;
+        let [a, b, c, d, e] = Sweep::ALL.map(|sweep| p(prune_sql(sweep)));
+        let (a, b, c, d, e) = tokio::try_join!(a, b, c, d, e)?;
         Ok(Statements {
             ping,
             insert_session,
@@ -786,7 +887,11 @@ impl Statements {
             notify,
             feed_head,
             read_feed,
-            prune: [a, b, c, d],
+            delete_sid_sessions,
+            remember,
+            touch_session,
+            idle_sessions,
+            prune: [a, b, c, d, e],
         })
     }
 
@@ -840,6 +945,7 @@ fn session_from_row(row: &Row) -> Result<Session, QueryError> {
         user_agent: row.try_get(6)?,
         client_addr: row.try_get(7)?,
         kind: TokenKind::from_stored(row.try_get(8)?),
+        sid: row.try_get(9)?,
     })
 }
 

@@ -17,10 +17,12 @@ pub(super) const INVALID_TOKEN: &str = "invalid_token";
 pub(super) const USER_STATUS: &str = "user_status";
 /// The revocation feed and audit trail (SPEC §9).
 pub(super) const REVOCATION_LOG: &str = "revocation_log";
+/// The `jti`s of the back-channel logout tokens already acted on (SPEC §13).
+pub(super) const BACKCHANNEL_JTI: &str = "backchannel_jti";
 
 /// The columns of a [`super::Session`], in the order both backends read them.
 pub(super) const SESSION_COLUMNS: &str =
-    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr, kind";
+    "token_hash, session_id, user_id, issued_at, expires_at, created_at, user_agent, client_addr, kind, sid";
 /// The columns of a [`super::FeedRow`], in the order both backends read them.
 pub(super) const FEED_COLUMNS: &str = "seq, at_ms, kind, user_id, token_hash, session_id, by";
 /// The columns a revocation writes to the feed, after `at_ms` (which each backend fills
@@ -29,8 +31,9 @@ pub(super) const LOG_INSERT_COLUMNS: &str = "at_ms, kind, user_id, token_hash, s
 
 /// The schema version both backends are at once migrated: 1 is SPEC §7, 2 adds
 /// `revocation_log` (SPEC §9), 3 adds `valid_token.kind` and lets the rows of one
-/// session share its id (SPEC §15).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// session share its id (SPEC §15), 4 adds `valid_token.sid`, `valid_token.last_used_at`
+/// and `backchannel_jti` (SPEC §13: back-channel logout, idle sessions).
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Refuses a schema written by a newer tokengate: its rows may mean something else.
 pub(super) fn check_version(found: i64) -> Result<(), StoreError> {
@@ -54,15 +57,18 @@ pub(super) enum Sweep {
     UserStatus,
     /// Feed rows older than `store.revocation_log_days`.
     RevocationLog,
+    /// Remembered logout-token `jti`s whose token can no longer verify.
+    BackchannelJti,
 }
 
 impl Sweep {
     /// Every sweep, in the order a prune runs them.
-    pub(super) const ALL: [Sweep; 4] = [
+    pub(super) const ALL: [Sweep; 5] = [
         Sweep::ValidToken,
         Sweep::InvalidToken,
         Sweep::UserStatus,
         Sweep::RevocationLog,
+        Sweep::BackchannelJti,
     ];
 
     /// The table swept.
@@ -72,13 +78,16 @@ impl Sweep {
             Sweep::InvalidToken => INVALID_TOKEN,
             Sweep::UserStatus => USER_STATUS,
             Sweep::RevocationLog => REVOCATION_LOG,
+            Sweep::BackchannelJti => BACKCHANNEL_JTI,
         }
     }
 
     /// The condition on a row, with `{bound}` where the backend puts its placeholder.
     pub(super) fn condition(self, bound: &str) -> String {
         match self {
-            Sweep::ValidToken | Sweep::InvalidToken => format!("expires_at <= {bound}"),
+            Sweep::ValidToken | Sweep::InvalidToken | Sweep::BackchannelJti => {
+                format!("expires_at <= {bound}")
+            }
             Sweep::UserStatus => format!("logged_out_at < {bound}"),
             Sweep::RevocationLog => format!("at_ms < {bound}"),
         }
@@ -86,7 +95,7 @@ impl Sweep {
 
     fn bound(self, bounds: &PruneBounds) -> i64 {
         match self {
-            Sweep::ValidToken | Sweep::InvalidToken => bounds.now,
+            Sweep::ValidToken | Sweep::InvalidToken | Sweep::BackchannelJti => bounds.now,
             Sweep::UserStatus => bounds.cutoff_horizon,
             Sweep::RevocationLog => bounds.log_horizon_ms,
         }
@@ -98,6 +107,7 @@ impl Sweep {
             Sweep::InvalidToken => &mut report.invalid_token,
             Sweep::UserStatus => &mut report.user_status,
             Sweep::RevocationLog => &mut report.revocation_log,
+            Sweep::BackchannelJti => &mut report.backchannel_jti,
         }
     }
 }

@@ -31,12 +31,12 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction};
 
 use super::schema::{
-    self, check_version, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS, REVOCATION_LOG,
-    SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
+    self, check_version, BACKCHANNEL_JTI, FEED_COLUMNS, INVALID_TOKEN, LOG_INSERT_COLUMNS,
+    REVOCATION_LOG, SCHEMA_VERSION, SESSION_COLUMNS, USER_STATUS, VALID_TOKEN,
 };
 use super::{
-    Change, FeedRow, LogEntry, PruneBounds, PruneReport, Revocation, Revoked, Session, StoreError,
-    StoreFuture, TokenHash, TokenKind, TokenStore,
+    Change, FeedRow, IdleSession, LogEntry, PruneBounds, PruneReport, ReplayGuard, Revocation,
+    Revoked, Session, StoreError, StoreFuture, TokenHash, TokenKind, TokenStore,
 };
 
 /// How many read connections to keep; reads are short, so a few cover many tasks.
@@ -102,6 +102,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX valid_token_user_id ON valid_token (user_id);
     CREATE INDEX valid_token_expires_at ON valid_token (expires_at);
     CREATE INDEX valid_token_session_id ON valid_token (session_id);",
+    // Version 4 (SPEC §13): the `sid` claim a token carried (back-channel logout), the
+    // last use of a session (idle timeout), and the logout-token ids already acted on.
+    "ALTER TABLE valid_token ADD COLUMN sid TEXT;
+    ALTER TABLE valid_token ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX valid_token_sid ON valid_token (sid);
+    CREATE TABLE backchannel_jti (
+        jti        TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX backchannel_jti_expires_at ON backchannel_jti (expires_at);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -244,7 +254,7 @@ impl TokenStore for SqliteStore {
     fn insert_session(&self, session: Session) -> StoreFuture<'_, Session> {
         Box::pin(self.write(move |tx| {
             let insert = format!(
-                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO {VALID_TOKEN} ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (token_hash) DO NOTHING"
             );
             tx.prepare_cached(&insert)?.execute((
@@ -257,6 +267,7 @@ impl TokenStore for SqliteStore {
                 &session.user_agent,
                 &session.client_addr,
                 session.kind.as_str(),
+                &session.sid,
             ))?;
             // The row as stored: ours, or the one a previous capture of this token wrote.
             let select = format!("SELECT {SESSION_COLUMNS} FROM {VALID_TOKEN} WHERE token_hash = ?1");
@@ -326,13 +337,66 @@ impl TokenStore for SqliteStore {
 
     fn revoke(&self, revocation: Revocation) -> StoreFuture<'_, Revoked> {
         Box::pin(self.write(move |tx| {
+            if let Some(guard) = &revocation.once {
+                if !remember(tx, guard)? {
+                    return Ok(Revoked {
+                        replayed: true,
+                        ..Revoked::default()
+                    });
+                }
+            }
             let sessions = apply_change(tx, &revocation.change)?;
-            let seq = match LogEntry::of(&revocation, &sessions) {
-                Some(entry) => Some(append_log(tx, &entry)?),
-                None => None,
-            };
-            Ok(Revoked { sessions, seq })
+            let mut seq = None;
+            for entry in LogEntry::of(&revocation, &sessions) {
+                seq = Some(append_log(tx, &entry)?);
+            }
+            Ok(Revoked {
+                sessions,
+                seq,
+                replayed: false,
+            })
         }))
+    }
+
+    fn touch_sessions(&self, uses: Vec<(String, i64)>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |tx| {
+            // max(): a late batch (another process's) never moves a last use backwards.
+            let sql = format!(
+                "UPDATE {VALID_TOKEN} SET last_used_at = max(coalesce(last_used_at, ?2), ?2)
+                 WHERE session_id = ?1"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for (session_id, at) in &uses {
+                stmt.execute((session_id, at))?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn idle_sessions(
+        &self,
+        idle_since: i64,
+        now: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<IdleSession>> {
+        Box::pin(async move {
+            self.read(|conn| {
+                let sql = format!(
+                    "SELECT session_id, min(user_id) FROM {VALID_TOKEN} WHERE expires_at > ?2
+                     GROUP BY session_id
+                     HAVING max(coalesce(last_used_at, created_at)) <= ?1
+                     ORDER BY session_id LIMIT ?3"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map((idle_since, now, limit), |r| {
+                    Ok(IdleSession {
+                        session_id: r.get(0)?,
+                        user_id: r.get(1)?,
+                    })
+                })?;
+                rows.collect()
+            })
+        })
     }
 
     fn feed_head(&self) -> StoreFuture<'_, i64> {
@@ -429,6 +493,16 @@ fn apply_change(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<Vec<S
             rows.collect()
         }
         Change::DeleteUserSessions { user } => delete_user_sessions(tx, user),
+        Change::DeleteSidSessions { sid, user } => {
+            let sql = format!(
+                "DELETE FROM {VALID_TOKEN} WHERE session_id IN
+                 (SELECT session_id FROM {VALID_TOKEN} WHERE sid = ?1 AND (?2 IS NULL OR user_id = ?2))
+                 RETURNING {SESSION_COLUMNS}"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map((sid, user), session_from_row)?;
+            rows.collect()
+        }
         Change::CutOff { user, at } => {
             // max(): a late or replayed logout must not reopen tokens a newer one closed.
             let sql = format!(
@@ -448,6 +522,21 @@ fn delete_user_sessions(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<Ve
     let mut stmt = tx.prepare_cached(&sql)?;
     let rows = stmt.query_map([user], session_from_row)?;
     rows.collect()
+}
+
+/// Remembers a replay guard's id inside the revocation's transaction; false when it is
+/// remembered already and not expired (a replay). An expired row not yet pruned is
+/// taken over: its token can no longer verify.
+fn remember(tx: &Transaction<'_>, guard: &ReplayGuard) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "INSERT INTO {BACKCHANNEL_JTI} (jti, expires_at) VALUES (?1, ?2)
+         ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at
+         WHERE {BACKCHANNEL_JTI}.expires_at < ?3"
+    );
+    let changed = tx
+        .prepare_cached(&sql)?
+        .execute((&guard.jti, guard.expires_at, guard.now))?;
+    Ok(changed == 1)
 }
 
 /// Appends a feed row inside the revocation's transaction; returns its `seq`.
@@ -526,6 +615,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         user_agent: row.get(6)?,
         client_addr: row.get(7)?,
         kind: TokenKind::from_stored(&row.get::<_, String>(8)?),
+        sid: row.get(9)?,
     })
 }
 
@@ -620,6 +710,8 @@ mod tests {
             })
             .unwrap();
         let expected = [
+            "backchannel_jti",
+            "backchannel_jti_expires_at",
             "invalid_token",
             "invalid_token_expires_at",
             "invalid_token_user_id",
@@ -630,6 +722,7 @@ mod tests {
             "valid_token",
             "valid_token_expires_at",
             "valid_token_session_id",
+            "valid_token_sid",
             "valid_token_user_id",
         ];
         assert_eq!(names, expected);
@@ -655,7 +748,7 @@ mod tests {
         let (_dir, store) = temp_store();
         lock(&store.inner.writer)
             .execute(
-                "INSERT INTO valid_token VALUES (x'0102', 's', 'alice', NULL, 100, 1, NULL, NULL, 'access')",
+                "INSERT INTO valid_token VALUES (x'0102', 's', 'alice', NULL, 100, 1, NULL, NULL, 'access', NULL, NULL)",
                 [],
             )
             .unwrap();
@@ -700,6 +793,40 @@ mod tests {
         let kept = store.find_session(TokenHash([7; 32])).await.unwrap();
         assert_eq!(kept.map(|s| s.session_id).as_deref(), Some("s1"));
         assert_eq!(store.feed_head().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_version_3_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO valid_token VALUES (?1, 's1', 'alice', 1, 4102444800, 1, NULL, NULL, 'access')",
+                [TokenHash([7; 32])],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.read(user_version).unwrap(), SCHEMA_VERSION);
+        let kept = store
+            .find_session(TokenHash([7; 32]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((kept.session_id.as_str(), kept.sid), ("s1", None));
+        // The new columns and table are there, empty.
+        store.touch_sessions(vec![("s1".into(), 5)]).await.unwrap();
+        let idle = store.idle_sessions(5, 0, 10).await.unwrap();
+        assert_eq!(idle.len(), 1, "last used at 5");
+        let remembered: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM backchannel_jti", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(remembered, 0);
     }
 
     #[tokio::test]
