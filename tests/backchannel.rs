@@ -139,18 +139,6 @@ async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
     backend.assert_untouched_because(before, "a revoked token must not reach the backend");
 }
 
-/// The feed rows, as (kind, user, session id, by).
-fn feed(gate: &Gate) -> Vec<(String, String, Option<String>, String)> {
-    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT kind, user_id, session_id, by FROM revocation_log ORDER BY seq")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
 #[tokio::test]
 async fn a_logout_token_with_sub_ends_every_session_of_the_user() {
     let backend = idp_backend(fresh_sid).await;
@@ -169,7 +157,7 @@ async fn a_logout_token_with_sub_ends_every_session_of_the_user() {
     assert_passes(&gate, &backend, &bob, "bob").await;
     let by = "backchannel".to_owned();
     assert_eq!(
-        feed(&gate),
+        gate.feed(),
         [("logout_all".into(), "alice".into(), None, by)]
     );
 }
@@ -189,7 +177,7 @@ async fn a_logout_token_with_sid_ends_only_the_session_that_carried_it() {
     assert_done(&r);
     assert_refused(&gate, &backend, &phone).await;
     assert_passes(&gate, &backend, &laptop, "alice").await;
-    let rows = feed(&gate);
+    let rows = gate.feed();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (kind, user, session, by) = &rows[0];
     assert_eq!((kind.as_str(), user.as_str()), ("session", "alice"));
@@ -230,7 +218,7 @@ async fn a_sid_that_matches_nothing_is_still_a_success() {
     let r = post_logout(&gate, &logout_token(&logout_claims(None, Some("sid-gone")))).await;
     assert_done(&r);
     assert_passes(&gate, &backend, &alice, "alice").await;
-    assert!(feed(&gate).is_empty(), "nothing ended, nothing in the feed");
+    assert!(gate.feed().is_empty(), "nothing ended, nothing in the feed");
 }
 
 #[tokio::test]
@@ -344,7 +332,7 @@ async fn every_bad_logout_token_is_refused_with_400_and_ends_nothing() {
     assert_eq!(r.header("allow").as_deref(), Some("POST"));
 
     backend.assert_untouched_because(before, "the logout route never forwards");
-    assert!(feed(&gate).is_empty(), "nothing was revoked");
+    assert!(gate.feed().is_empty(), "nothing was revoked");
     assert_passes(&gate, &backend, &alice, "alice").await;
 }
 
@@ -359,7 +347,7 @@ async fn a_replayed_logout_token_is_refused() {
     let again = login(&gate, "alice").await;
     assert_bad(&post_logout(&gate, &token).await, "used already");
     assert_passes(&gate, &backend, &again, "alice").await;
-    assert_eq!(feed(&gate).len(), 1);
+    assert_eq!(gate.feed().len(), 1);
     assert_eq!(rows(&gate, "backchannel_jti"), 1);
 }
 
@@ -380,7 +368,7 @@ async fn under_denylist_sub_cuts_the_user_off_and_sid_alone_cannot_be_resolved()
     assert_done(&post_logout(&gate, &logout_token(&logout_claims(Some("alice"), None))).await);
     assert_refused(&gate, &backend, &alice).await;
     let by = "backchannel".to_owned();
-    assert_eq!(feed(&gate), [("cutoff".into(), "alice".into(), None, by)]);
+    assert_eq!(gate.feed(), [("cutoff".into(), "alice".into(), None, by)]);
 }
 
 #[tokio::test]

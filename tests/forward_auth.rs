@@ -14,7 +14,7 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 const ROUTE: &str = "/_tokengate/auth";
 
@@ -22,22 +22,6 @@ fn config() -> GateConfig {
     GateConfig::default()
         .set("routes", &format!("forward_auth = \"{ROUTE}\""))
         .add("[[rules]]\npath = \"/admin/*\"\nclaims = { role = \"admin\" }")
-}
-
-/// A token for `user` with `extra` claims, registered as `tokens add` would.
-async fn admitted(gate: &Gate, user: &str, extra: Value) -> String {
-    let mut c = claims(user);
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    let token = mint(&c);
-    let verified = gate.app.policy().verifier.verify(&token).unwrap();
-    gate.app
-        .strategy
-        .admit(&verified, Default::default())
-        .await
-        .unwrap();
-    token
 }
 
 /// Asks tokengate about `method path` in one of the three conventions.
@@ -92,8 +76,8 @@ async fn each_convention_gets_the_identity_in_the_response_and_nothing_is_forwar
 async fn each_convention_refuses_like_the_proxy_would() {
     let backend = Backend::start().await;
     let gate = Gate::start_config(&backend, config()).await;
-    let user = admitted(&gate, "dave", json!({"role": "user"})).await;
-    let admin = admitted(&gate, "root", json!({"role": "admin"})).await;
+    let user = gate.admit_claims("dave", json!({"role": "user"})).await;
+    let admin = gate.admit_claims("root", json!({"role": "admin"})).await;
     let before = backend.count();
     for convention in ["traefik", "nginx", "envoy"] {
         let r = ask_about(&gate, convention, "GET", "/api/x", None).await;
@@ -242,7 +226,7 @@ async fn nginx_auth_request_in_front_refuses_a_revoked_token() {
     let Some(nginx) = Nginx::start(&gate, &backend).await else {
         return;
     };
-    let token = admitted(&gate, "alice", json!({})).await;
+    let token = gate.admit_claims("alice", json!({})).await;
     let bearer = format!("Bearer {token}");
 
     // No token: nginx answers tokengate's 401, with its challenge; nothing forwarded.

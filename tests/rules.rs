@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 const RULES: &str = r#"
 [[rules]]
@@ -24,22 +24,6 @@ claims = { role = "admin" }
 
 async fn gate_with_rules(backend: &Backend) -> Gate {
     Gate::start_config(backend, GateConfig::default().add(RULES)).await
-}
-
-/// A token for `user` with `extra` claims, registered in the store as if captured.
-async fn admitted(gate: &Gate, user: &str, extra: Value) -> String {
-    let mut c = claims(user);
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    let token = mint(&c);
-    let verified = gate.app.policy().verifier.verify(&token).unwrap();
-    gate.app
-        .strategy
-        .admit(&verified, Default::default())
-        .await
-        .unwrap();
-    token
 }
 
 async fn call(gate: &Gate, method: &str, path: &str, token: &str) -> Reply {
@@ -81,7 +65,9 @@ fn assert_insufficient_scope(reply: &Reply, scope: Option<&str>) {
 async fn a_token_without_the_rules_scope_gets_403_and_the_backend_sees_nothing() {
     let backend = Backend::start().await;
     let gate = gate_with_rules(&backend).await;
-    let reader = admitted(&gate, "alice", json!({"scope": "orders:read profile"})).await;
+    let reader = gate
+        .admit_claims("alice", json!({"scope": "orders:read profile"}))
+        .await;
     for method in ["POST", "DELETE"] {
         let before = backend.count();
         // Twice: the second is answered from the verdict cache, and still refused.
@@ -105,7 +91,7 @@ async fn a_token_with_the_scope_in_scope_or_scp_passes() {
         json!({"scp": ["orders:write"]}),
         json!({"scp": "profile orders:write"}),
     ] {
-        let token = admitted(&gate, "bob", extra.clone()).await;
+        let token = gate.admit_claims("bob", extra.clone()).await;
         let r = call(&gate, "POST", "/orders/7", &token).await;
         assert_eq!(r.status, 200, "{extra}");
         assert_eq!(backend.last().all("x-user-id"), ["bob"]);
@@ -116,7 +102,7 @@ async fn a_token_with_the_scope_in_scope_or_scp_passes() {
 async fn the_first_rule_decides_so_an_exception_can_come_before_a_broad_rule() {
     let backend = Backend::start().await;
     let gate = gate_with_rules(&backend).await;
-    let none = admitted(&gate, "carol", json!({})).await;
+    let none = gate.admit_claims("carol", json!({})).await;
     // rules[0] covers /orders/health with no requirement: the broad rule after it is
     // never reached.
     assert_eq!(
@@ -131,10 +117,12 @@ async fn the_first_rule_decides_so_an_exception_can_come_before_a_broad_rule() {
 async fn a_claim_rule_takes_the_string_or_an_array_holding_it() {
     let backend = Backend::start().await;
     let gate = gate_with_rules(&backend).await;
-    let admin = admitted(&gate, "root", json!({"role": "admin"})).await;
-    let also = admitted(&gate, "ops", json!({"role": ["ops", "admin"]})).await;
-    let user = admitted(&gate, "dave", json!({"role": "user"})).await;
-    let none = admitted(&gate, "erin", json!({})).await;
+    let admin = gate.admit_claims("root", json!({"role": "admin"})).await;
+    let also = gate
+        .admit_claims("ops", json!({"role": ["ops", "admin"]}))
+        .await;
+    let user = gate.admit_claims("dave", json!({"role": "user"})).await;
+    let none = gate.admit_claims("erin", json!({})).await;
     assert_eq!(call(&gate, "GET", "/admin/x", &admin).await.status, 200);
     assert_eq!(call(&gate, "DELETE", "/admin/x", &also).await.status, 200);
     for token in [&user, &none] {
@@ -161,7 +149,7 @@ async fn a_rule_never_turns_a_missing_or_dead_token_into_a_403() {
 async fn a_websocket_handshake_is_held_to_its_rule() {
     let backend = Backend::start().await;
     let gate = gate_with_rules(&backend).await;
-    let user = admitted(&gate, "dave", json!({"role": "user"})).await;
+    let user = gate.admit_claims("dave", json!({"role": "user"})).await;
     let before = backend.count();
     let r = ask(
         &gate,

@@ -42,18 +42,6 @@ fn session_of(gate: &Gate, token: &str) -> String {
     .unwrap()
 }
 
-/// The feed rows, as (kind, user, session id, by).
-fn feed(gate: &Gate) -> Vec<(String, String, Option<String>, String)> {
-    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT kind, user_id, session_id, by FROM revocation_log ORDER BY seq")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap();
-    rows.map(Result::unwrap).collect()
-}
-
 #[tokio::test]
 async fn a_login_beyond_the_limit_ends_the_users_oldest_session() {
     let backend = Backend::start().await;
@@ -75,7 +63,7 @@ async fn a_login_beyond_the_limit_ends_the_users_oldest_session() {
     assert_passes(&gate, &backend, &bob, "bob").await;
     let (session, by) = ("session".to_owned(), "limit".to_owned());
     assert_eq!(
-        feed(&gate),
+        gate.feed(),
         [(session, "alice".to_owned(), Some(oldest_id), by)]
     );
     // `/sessions` shows the two that are left.
@@ -130,7 +118,7 @@ refresh_token = "json:/refresh"
     }
     assert_passes(&gate, &backend, &access, "alice").await;
     assert_passes(&gate, &backend, &second, "alice").await;
-    assert!(feed(&gate).iter().all(|(_, _, _, by)| by != "limit"));
+    assert!(gate.feed().iter().all(|(_, _, _, by)| by != "limit"));
 }
 
 #[test]
@@ -188,7 +176,7 @@ async fn an_idle_session_is_revoked_and_a_used_one_is_not() {
     let config = GateConfig::default().set("store", "idle_timeout_seconds = 2");
     let gate = Gate::start_config(&backend, config).await;
     an_unused_session_is_revoked_and_a_used_one_lives(&gate, &backend).await;
-    let rows = feed(&gate);
+    let rows = gate.feed();
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (kind, user, session, by) = &rows[0];
     assert_eq!(

@@ -252,13 +252,7 @@ async fn the_tunnel_closes_when_its_token_expires() {
     .await;
     let mut c = claims("alice");
     c["exp"] = serde_json::json!(now() + 2);
-    let token = mint(&c);
-    let verified = gate.app.policy().verifier.verify(&token).unwrap();
-    gate.app
-        .strategy
-        .admit(&verified, Default::default())
-        .await
-        .unwrap();
+    let token = gate.admit(mint(&c)).await;
     let mut ws = connect(&gate, "/api/ws", Some(&token)).await.unwrap();
     echo(&mut ws, "alive").await;
     assert_closes(&mut ws, "after exp").await;

@@ -327,6 +327,42 @@ impl Drop for Gate {
     }
 }
 
+impl Gate {
+    /// Registers a signed token in the store, verified as the gate verifies (as
+    /// `tokens add` would), and returns it.
+    pub async fn admit(&self, token: String) -> String {
+        let verified = self.app.policy().verifier.verify(&token).unwrap();
+        self.app
+            .strategy
+            .admit(&verified, Default::default())
+            .await
+            .unwrap();
+        token
+    }
+
+    /// [`Gate::admit`] of an HS256 token for `user` with `extra` claims.
+    pub async fn admit_claims(&self, user: &str, extra: serde_json::Value) -> String {
+        let mut c = super::tokens::claims(user);
+        for (k, v) in extra.as_object().expect("extra claims are an object") {
+            c[k] = v.clone();
+        }
+        self.admit(super::tokens::mint(&c)).await
+    }
+
+    /// The rows of the SQLite store's `revocation_log`, in order, as (kind, user,
+    /// session id, by).
+    pub fn feed(&self) -> Vec<(String, String, Option<String>, String)> {
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT kind, user_id, session_id, by FROM revocation_log ORDER BY seq")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+}
+
 /// The number of rows in a table of the gate's database.
 pub fn rows(gate: &Gate, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
