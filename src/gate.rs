@@ -376,46 +376,29 @@ async fn pipeline(
             Refusal::Malformed("a framing or hop-by-hop header name is spelled with '_'")
         })?;
     if let Some(original) = asked {
-        return forward_auth::answer(app, &request, original?).await;
+        return Box::pin(forward_auth::answer(app, &request, original?)).await;
     }
     let via = Via { app, conn, ctx };
+    // Only the hot path (forwarding with a cached verdict, or on a public route) is
+    // inline: every other route is boxed, so that the future of a request stays small
+    // (hyper moves it whole, and it was 8 KiB with every route inline).
     match route(app, &request) {
-        Route::Logout => logout(app, &request, false).await,
-        Route::LogoutAll => logout(app, &request, true).await,
-        Route::Sessions => list_sessions(app, &request).await,
-        Route::BackchannelLogout => crate::backchannel::logout(app, request).await,
-        Route::Session(id) => revoke_session(app, &request, &id).await,
-        Route::Revoke => revoke_token(app, request).await,
-        Route::Capture(route) => capture(&via, request, route).await,
+        Route::Logout => Box::pin(logout(app, &request, false)).await,
+        Route::LogoutAll => Box::pin(logout(app, &request, true)).await,
+        Route::Sessions => Box::pin(list_sessions(app, &request)).await,
+        Route::BackchannelLogout => Box::pin(crate::backchannel::logout(app, request)).await,
+        Route::Session(id) => Box::pin(revoke_session(app, &request, &id)).await,
+        Route::Revoke => Box::pin(revoke_token(app, request)).await,
+        Route::Capture(route) => Box::pin(capture(&via, request, route)).await,
         Route::Public => match upgrade {
             Some(offered) => Ok((
                 Outcome::Public,
-                via.tunnel(request, offered, &[], None).await?,
+                Box::pin(via.tunnel(request, offered, &[], None)).await?,
             )),
             None => Ok((Outcome::Public, via.forward(request, &[]).await?)),
         },
         Route::Protected => match upgrade {
-            // A tunnel outlives any cache entry: its token is checked in the store now,
-            // and watched from then on (SPEC §12).
-            Some(offered) => {
-                let raw = extract(request.headers(), &app.config.token_sources)?
-                    .ok_or(Refusal::NoToken)?
-                    .to_owned();
-                let (token, _) = verify_live(app, &raw).await?;
-                let grants = app.config.rules.grants(&token.claims);
-                check_rules(app, request.method(), request.uri().path(), &grants)?;
-                let identity = app.headers.identity_headers(&token.user, &token.claims);
-                let watched = Watched {
-                    raw,
-                    token,
-                    method: request.method().clone(),
-                    path: request.uri().path().to_owned(),
-                };
-                let response = via
-                    .tunnel(request, offered, &identity, Some(watched))
-                    .await?;
-                Ok((Outcome::Forwarded, response))
-            }
+            Some(offered) => Box::pin(open_tunnel(app, &via, request, offered)).await,
             None => {
                 let verdict = authorize(app, &request).await?;
                 check_rules(app, request.method(), request.uri().path(), &verdict.grants)?;
@@ -424,6 +407,34 @@ async fn pipeline(
             }
         },
     }
+}
+
+/// A protected route's upgrade (SPEC §12): the token is checked in the store now, never
+/// from the cache (a tunnel outlives any cache entry), then held to the route's rule,
+/// and watched from then on.
+async fn open_tunnel(
+    app: &Scope<'_>,
+    via: &Via<'_>,
+    request: Request<Body>,
+    offered: HeaderValue,
+) -> Result<(Outcome, Response<Body>), Refusal> {
+    let raw = extract(request.headers(), &app.config.token_sources)?
+        .ok_or(Refusal::NoToken)?
+        .to_owned();
+    let (token, _) = verify_live(app, &raw).await?;
+    let grants = app.config.rules.grants(&token.claims);
+    check_rules(app, request.method(), request.uri().path(), &grants)?;
+    let identity = app.headers.identity_headers(&token.user, &token.claims);
+    let watched = Watched {
+        raw,
+        token,
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+    };
+    let response = via
+        .tunnel(request, offered, &identity, Some(watched))
+        .await?;
+    Ok((Outcome::Forwarded, response))
 }
 
 /// Step 4, last: the first `[[rules]]` entry covering the request, if any, against what
@@ -638,6 +649,17 @@ pub async fn authorize<B>(app: &Scope<'_>, request: &Request<B>) -> Result<Arc<V
             return Ok(verdict);
         }
     }
+    // Boxed: a hit, the common case, keeps a small future.
+    Box::pin(verdict_from_store(app, raw, key)).await
+}
+
+/// [`authorize`] on a cache miss: the verifier and the store, and the positive verdict
+/// cached.
+async fn verdict_from_store(
+    app: &Scope<'_>,
+    raw: &str,
+    key: Option<crate::cache::CacheKey>,
+) -> Result<Arc<Verdict>, Refusal> {
     // Taken before the store is read: a revocation applied meanwhile voids the insert.
     let ticket = app.cache.ticket();
     let (token, session) = verify_live(app, raw).await?;

@@ -229,7 +229,8 @@ impl Upstream {
         loop {
             let (mut sender, reused) = match link.take().or_else(|| self.shared.take_idle()) {
                 Some(sender) => (sender, true),
-                None => (self.shared.connect(false).await?, false),
+                // Boxed: a new connection (TCP, maybe TLS) is rare and its future large.
+                None => (Box::pin(self.shared.connect(false)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
