@@ -22,7 +22,7 @@ use crate::body::{self, Body};
 use crate::gate::{json_response, percent_decode};
 use crate::revocations::RevokeError;
 use crate::store::{Actor, Session, TokenKind};
-use crate::strategy::{DeadReason, Liveness, SessionMeta, Target};
+use crate::strategy::{Liveness, SessionMeta, Target};
 
 /// The most of a `POST /admin/tokens` body read (a token is at most 8 KiB).
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -274,12 +274,10 @@ async fn introspect(app: &App, request: Request<Incoming>) -> ApiResult {
             return Ok(inactive());
         }
     };
-    let (token_type, liveness) = match app.strategy.check_as(&token, TokenKind::Access).await? {
-        Liveness::Dead(DeadReason::WrongKind) => (
-            "refresh_token",
-            app.strategy.check_as(&token, TokenKind::Refresh).await?,
-        ),
-        liveness => ("Bearer", liveness),
+    let (kind, liveness) = app.strategy.check_any(&token).await?;
+    let token_type = match kind {
+        TokenKind::Access => "Bearer",
+        TokenKind::Refresh => "refresh_token",
     };
     let Liveness::Live(session) = liveness else {
         return Ok(inactive());

@@ -25,11 +25,10 @@
 //! user); **405** for another method; **503** when the store cannot answer: the logout
 //! did not happen and the provider may retry (its `jti` was not used up).
 
-use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::form::FormError;
 use crate::gate::{json_response, Refusal, Scope};
 use crate::jwt::LogoutToken;
@@ -75,7 +74,7 @@ pub async fn logout(
         return Err(Refusal::MethodNotAllowed("POST"));
     }
     match end_sessions(app, request).await {
-        Ok(()) => Ok((Outcome::BackchannelLogout, ok())),
+        Ok(()) => Ok((Outcome::BackchannelLogout, crate::gate::empty_no_store())),
         Err(Failure::Bad(e)) => {
             tracing::warn!(reason = %e, "back-channel logout refused");
             let body = json!({"error": "invalid_request", "error_description": e.to_string()});
@@ -169,13 +168,4 @@ async fn revoke(
         "back-channel logout"
     );
     Ok(())
-}
-
-/// 200 with no body; `Cache-Control: no-store` (§2.8).
-fn ok() -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

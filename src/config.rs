@@ -1648,82 +1648,13 @@ fn rules(
     for (i, r) in raw.iter().enumerate() {
         let key = |field: &str| format!("rules[{i}].{field}");
         let path = path_pattern(&key("path"), &r.path)?;
-        let methods = match &r.methods {
-            None => None,
-            Some(list) if list.is_empty() => {
-                return Err(ConfigError::new(
-                    key("methods"),
-                    "names no method; leave it out to cover every method",
-                ))
-            }
-            Some(list) => {
-                let mut methods: Vec<Method> = Vec::new();
-                for (j, m) in list.iter().enumerate() {
-                    if !RULE_METHODS.contains(&m.as_str()) {
-                        let hint = if RULE_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
-                            format!("methods are upper case: {}", m.to_ascii_uppercase())
-                        } else {
-                            format!("one of {}", RULE_METHODS.join(", "))
-                        };
-                        return Err(ConfigError::new(
-                            format!("rules[{i}].methods[{j}]"),
-                            format!("{m:?} is not a method a rule can cover ({hint})"),
-                        ));
-                    }
-                    let method = Method::from_bytes(m.as_bytes())
-                        .map_err(|e| ConfigError::new(key("methods"), e.to_string()))?;
-                    if !methods.contains(&method) {
-                        methods.push(method);
-                    }
-                }
-                Some(methods)
-            }
-        };
-        let scopes = match &r.scopes {
-            None => Vec::new(),
-            Some(list) if list.is_empty() => {
-                return Err(ConfigError::new(
-                    key("scopes"),
-                    "names no scope; leave it out to require none",
-                ))
-            }
-            Some(list) => {
-                for (j, scope) in list.iter().enumerate() {
-                    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-                    let token = !scope.is_empty()
-                        && scope
-                            .bytes()
-                            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-                    if !token {
-                        return Err(ConfigError::new(
-                            format!("rules[{i}].scopes[{j}]"),
-                            format!("{scope:?} is not a scope (RFC 6749 §3.3: printable ASCII without spaces, '\"' or '\\')"),
-                        ));
-                    }
-                }
-                list.clone()
-            }
-        };
-        let claims = match &r.claims {
-            None => Vec::new(),
-            Some(map) if map.is_empty() => {
-                return Err(ConfigError::new(
-                    key("claims"),
-                    "names no claim; leave it out to require none",
-                ))
-            }
-            Some(map) => {
-                for (name, value) in map {
-                    if name.is_empty() || value.is_empty() {
-                        return Err(ConfigError::new(
-                            format!("rules[{i}].claims.{name}"),
-                            "a claim needs a name and a non-empty value",
-                        ));
-                    }
-                }
-                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-            }
-        };
+        let methods = r
+            .methods
+            .as_deref()
+            .map(|list| rule_methods(i, list))
+            .transpose()?;
+        let scopes = rule_scopes(i, r.scopes.as_deref())?;
+        let claims = rule_claims(i, r.claims.as_ref())?;
         let never = |why: String| {
             Err(ConfigError::new(
                 key("path"),
@@ -1776,6 +1707,89 @@ fn rules(
         out.push(rule);
     }
     Ok(Rules::new(out))
+}
+
+/// `rules[i].methods`: upper-case methods that tokengate forwards, at least one.
+fn rule_methods(i: usize, list: &[String]) -> Result<Vec<Method>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            format!("rules[{i}].methods"),
+            "names no method; leave it out to cover every method",
+        ));
+    }
+    let mut methods: Vec<Method> = Vec::new();
+    for (j, m) in list.iter().enumerate() {
+        let method = RULE_METHODS
+            .contains(&m.as_str())
+            .then(|| Method::from_bytes(m.as_bytes()).ok())
+            .flatten();
+        let Some(method) = method else {
+            let upper = m.to_ascii_uppercase();
+            let hint = if RULE_METHODS.contains(&upper.as_str()) {
+                format!("methods are upper case: {upper}")
+            } else {
+                format!("one of {}", RULE_METHODS.join(", "))
+            };
+            return Err(ConfigError::new(
+                format!("rules[{i}].methods[{j}]"),
+                format!("{m:?} is not a method a rule can cover ({hint})"),
+            ));
+        };
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    Ok(methods)
+}
+
+/// `rules[i].scopes`: RFC 6749 §3.3 scope tokens (`1*( %x21 / %x23-5B / %x5D-7E )`);
+/// absent is none required, empty is a mistake.
+fn rule_scopes(i: usize, list: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            format!("rules[{i}].scopes"),
+            "names no scope; leave it out to require none",
+        ));
+    }
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+    };
+    if let Some((j, scope)) = list.iter().enumerate().find(|(_, s)| !token(s)) {
+        return Err(ConfigError::new(
+            format!("rules[{i}].scopes[{j}]"),
+            format!("{scope:?} is not a scope (RFC 6749 §3.3: printable ASCII without spaces, '\"' or '\\')"),
+        ));
+    }
+    Ok(list.to_vec())
+}
+
+/// `rules[i].claims`: names with non-empty values; absent is none required, empty is a
+/// mistake.
+fn rule_claims(
+    i: usize,
+    map: Option<&BTreeMap<String, String>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(map) = map else {
+        return Ok(Vec::new());
+    };
+    if map.is_empty() {
+        return Err(ConfigError::new(
+            format!("rules[{i}].claims"),
+            "names no claim; leave it out to require none",
+        ));
+    }
+    if let Some((name, _)) = map.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
+        return Err(ConfigError::new(
+            format!("rules[{i}].claims.{name}"),
+            "a claim needs a name and a non-empty value",
+        ));
+    }
+    Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// Whether every path `inner` matches is matched by `outer`.

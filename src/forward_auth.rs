@@ -19,11 +19,11 @@
 //! client sent (each example in `deploy/forward-auth/` does): they are read whatever
 //! the peer, since the answer only ever goes back to whoever asked.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::gate::{authorize, check_path, check_rules, Refusal, Scope, MAX_URI_BYTES};
 use crate::metrics::Outcome;
 
@@ -136,13 +136,11 @@ pub async fn answer<B>(
 
 /// 200 with the identity headers, for the ingress to copy onto the request it forwards.
 fn allowed(identity: &[(HeaderName, HeaderValue)]) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::OK;
+    let mut response = crate::gate::empty_no_store();
     let headers = response.headers_mut();
     for (name, value) in identity {
         headers.insert(name.clone(), value.clone());
     }
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

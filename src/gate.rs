@@ -872,7 +872,7 @@ async fn revoke_token(
         .ok_or(Refusal::Malformed("the form has no token field"))?;
     match app.verifier.verify_fresh(raw).await {
         Ok(token) => {
-            if live_as_any_kind(app, &token).await? {
+            if let (_, Liveness::Live(_)) = app.strategy.check_any(&token).await? {
                 match app
                     .revocations
                     .revoke(Target::Token(&token), Actor::User)
@@ -893,24 +893,7 @@ async fn revoke_token(
             tracing::debug!(cause = %e, "revocation request with a token that does not verify; nothing revoked")
         }
     }
-    let mut response = Response::new(body::empty());
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok((Outcome::TokenRevocation, response))
-}
-
-/// Whether a verified token is live as an access token, or as a refresh token.
-async fn live_as_any_kind(app: &Scope<'_>, token: &VerifiedToken) -> Result<bool, Refusal> {
-    for kind in [TokenKind::Access, TokenKind::Refresh] {
-        match app.strategy.check_as(token, kind).await? {
-            Liveness::Live(_) => return Ok(true),
-            Liveness::Dead(DeadReason::WrongKind) => continue,
-            Liveness::Dead(_) => return Ok(false),
-        }
-    }
-    Ok(false)
+    Ok((Outcome::TokenRevocation, empty_no_store()))
 }
 
 /// A form that cannot be read, as a 400.
@@ -1134,6 +1117,17 @@ async fn limit_sessions(app: &Scope<'_>, user: &str, newest: &str, max: u32) {
             tracing::error!(user = %user, max, cause = %e, "session limit: the oldest sessions could not be ended");
         }
     }
+}
+
+/// 200 with no body and `Cache-Control: no-store`: the answer of the standard
+/// endpoints (RFC 7009 §2.2, Back-Channel Logout §2.8) and of forward-auth.
+pub fn empty_no_store() -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn no_content() -> Response<Body> {

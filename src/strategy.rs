@@ -146,6 +146,21 @@ impl Strategy {
         self.check_as(token, TokenKind::Access).await
     }
 
+    /// Whether a verified token is live as whichever kind it is, access or refresh, and
+    /// which: for the standard endpoints, which take either (RFC 7009, RFC 7662).
+    pub async fn check_any(
+        &self,
+        token: &VerifiedToken,
+    ) -> Result<(TokenKind, Liveness), StoreError> {
+        match self.check_as(token, TokenKind::Access).await? {
+            Liveness::Dead(DeadReason::WrongKind) => Ok((
+                TokenKind::Refresh,
+                self.check_as(token, TokenKind::Refresh).await?,
+            )),
+            liveness => Ok((TokenKind::Access, liveness)),
+        }
+    }
+
     /// Whether a verified token is live as a token of `kind`. A store error is
     /// returned, never guessed. The session row comes back when there is one (the
     /// allowlist row; under the other strategies the row of a captured refresh token or

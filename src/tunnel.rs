@@ -63,16 +63,6 @@ impl Tunnels {
         }
     }
 
-    /// How many tunnels are open.
-    pub fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
-
-    /// Whether no tunnel is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Asks the tunnels a revocation may concern to check their token again: those of
     /// one token, of one user, or all of them.
     pub fn recheck(&self, what: &Invalidation) {
