@@ -131,14 +131,6 @@ fn assert_bad(reply: &Reply, problem: &str) {
     );
 }
 
-/// Asserts that a token is refused and the backend never sees the request.
-async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
-    let before = backend.count();
-    let r = get_with(&gate.url("/api/me"), token).await;
-    assert_refusal(&r, 401);
-    backend.assert_untouched_because(before, "a revoked token must not reach the backend");
-}
-
 #[tokio::test]
 async fn a_logout_token_with_sub_ends_every_session_of_the_user() {
     let backend = idp_backend(fresh_sid).await;

@@ -6,7 +6,6 @@ use common::*;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use tokengate::strategy::SessionMeta;
 
@@ -23,20 +22,6 @@ async fn login_as(gate: &Gate, user: &str, agent: &str) -> String {
     r.json()["access_token"].as_str().unwrap().to_string()
 }
 
-/// Asserts that a token is refused with 401 and the backend never sees the request.
-async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
-    let before = backend.count();
-    let r = get_with(&gate.url("/api/me"), token).await;
-    assert_refusal(&r, 401);
-    assert!(
-        r.header("www-authenticate")
-            .is_some_and(|v| v.contains("error=\"invalid_token\"")),
-        "{:?}",
-        r.headers
-    );
-    backend.assert_untouched_because(before, "a refusal must not reach the backend");
-}
-
 /// Asserts that no request to a tokengate route reached the backend.
 fn assert_backend_never_saw(backend: &Backend, prefix: &str) {
     for seen in backend.seen() {
@@ -47,19 +32,6 @@ fn assert_backend_never_saw(backend: &Backend, prefix: &str) {
             seen.uri
         );
     }
-}
-
-/// The session id of a token, read from the database by the hash of its signing input.
-fn session_id_of(gate: &Gate, token: &str) -> String {
-    let input = &token[..token.rfind('.').unwrap()];
-    let hash = Sha256::digest(input.as_bytes()).to_vec();
-    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
-    conn.query_row(
-        "SELECT session_id FROM valid_token WHERE token_hash = ?1",
-        [hash],
-        |r| r.get(0),
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -217,9 +189,9 @@ async fn the_sessions_endpoint_lists_only_the_callers_sessions_and_marks_the_one
     let sessions = body.as_array().expect("a sessions array");
     assert_eq!(sessions.len(), 2, "{body}");
 
-    let phone_id = session_id_of(&gate, &phone);
-    let laptop_id = session_id_of(&gate, &laptop);
-    let bob_id = session_id_of(&gate, &bob);
+    let phone_id = gate.session_id_of(&phone);
+    let laptop_id = gate.session_id_of(&laptop);
+    let bob_id = gate.session_id_of(&bob);
     assert!(!text.contains(&bob_id), "another user's session is listed");
 
     let now = now();
@@ -259,7 +231,7 @@ async fn the_sessions_endpoint_without_a_token_is_refused_with_401() {
     let backend = Backend::start().await;
     let gate = Gate::start(&backend).await;
     let token = login(&gate, "alice").await;
-    let id = session_id_of(&gate, &token);
+    let id = gate.session_id_of(&token);
     let r = get(&gate.url("/sessions"), &[]).await;
     assert_refusal(&r, 401);
     let r = send(
@@ -304,7 +276,7 @@ async fn deleting_another_session_of_ones_own_revokes_that_token_only() {
     let gate = Gate::start(&backend).await;
     let phone = login_as(&gate, "alice", "phone").await;
     let laptop = login_as(&gate, "alice", "laptop").await;
-    let phone_id = session_id_of(&gate, &phone);
+    let phone_id = gate.session_id_of(&phone);
 
     let r = send(
         "DELETE",
@@ -340,7 +312,7 @@ async fn deleting_another_users_session_is_404_and_leaves_it_live() {
     let gate = Gate::start(&backend).await;
     let alice = login(&gate, "alice").await;
     let bob = login(&gate, "bob").await;
-    let bob_id = session_id_of(&gate, &bob);
+    let bob_id = gate.session_id_of(&bob);
 
     let r = delete_session(&gate, &alice, &bob_id).await;
     assert_refusal(&r, 404);
@@ -356,7 +328,7 @@ async fn a_nonexistent_session_gets_the_same_404_as_another_users_session() {
     let gate = Gate::start(&backend).await;
     let alice = login(&gate, "alice").await;
     let bob = login(&gate, "bob").await;
-    let bob_id = session_id_of(&gate, &bob);
+    let bob_id = gate.session_id_of(&bob);
     let missing = "0".repeat(bob_id.len());
 
     let theirs = delete_session(&gate, &alice, &bob_id).await;

@@ -10,7 +10,6 @@ use common::*;
 use std::time::Duration;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// Waits for the next second of the clock: sessions are ordered by their creation
 /// second, so logins a test wants ordered are made in distinct seconds.
@@ -21,34 +20,13 @@ async fn next_second() {
     }
 }
 
-/// Asserts that a token is refused and the backend never sees the request.
-async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
-    let before = backend.count();
-    let r = get_with(&gate.url("/api/me"), token).await;
-    assert_refusal(&r, 401);
-    backend.assert_untouched_because(before, "an ended session must not reach the backend");
-}
-
-/// The session id of a token, from the database.
-fn session_of(gate: &Gate, token: &str) -> String {
-    let input = &token[..token.rfind('.').unwrap()];
-    let hash = Sha256::digest(input.as_bytes()).to_vec();
-    let conn = rusqlite::Connection::open(gate.db_path()).unwrap();
-    conn.query_row(
-        "SELECT session_id FROM valid_token WHERE token_hash = ?1",
-        [hash],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_login_beyond_the_limit_ends_the_users_oldest_session() {
     let backend = Backend::start().await;
     let config = GateConfig::default().set("store", "max_sessions_per_user = 2");
     let gate = Gate::start_config(&backend, config).await;
     let oldest = login(&gate, "alice").await;
-    let oldest_id = session_of(&gate, &oldest);
+    let oldest_id = gate.session_id_of(&oldest);
     next_second().await;
     let older = login(&gate, "alice").await;
     // Another user's sessions do not count against alice's.

@@ -111,6 +111,21 @@ pub fn assert_refusal(reply: &Reply, status: u16) {
     );
 }
 
+/// Asserts that `token` is refused on a protected route with 401 `invalid_token`, and
+/// that the backend never sees the request.
+pub async fn assert_refused(gate: &Gate, backend: &Backend, token: &str) {
+    let before = backend.count();
+    let r = get_with(&gate.url("/api/me"), token).await;
+    assert_refusal(&r, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("error=\"invalid_token\"")),
+        "{:?}",
+        r.headers
+    );
+    backend.assert_untouched_because(before, "a refused token must not reach the backend");
+}
+
 /// Asserts that `token` gets a request through to the backend as `user`: 200, exactly
 /// one request forwarded, with that identity.
 pub async fn assert_passes(gate: &Gate, backend: &Backend, token: &str, user: &str) {

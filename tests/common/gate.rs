@@ -349,6 +349,21 @@ impl Gate {
         self.admit(super::tokens::mint(&c)).await
     }
 
+    /// The session id of a token, read from the SQLite store by the hash of its
+    /// signing input.
+    pub fn session_id_of(&self, token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let input = &token[..token.rfind('.').unwrap()];
+        let hash = Sha256::digest(input.as_bytes()).to_vec();
+        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+        conn.query_row(
+            "SELECT session_id FROM valid_token WHERE token_hash = ?1",
+            [hash],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
     /// The rows of the SQLite store's `revocation_log`, in order, as (kind, user,
     /// session id, by).
     pub fn feed(&self) -> Vec<(String, String, Option<String>, String)> {
